@@ -1,0 +1,188 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "errors.h"
+
+namespace streamsink {
+
+namespace {
+
+void log_softmax(const float* logits, int64_t n, float* out) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(double(logits[i]) - m);
+  const double lse = m + std::log(sum);
+  for (int64_t i = 0; i < n; ++i) out[i] = float(double(logits[i]) - lse);
+}
+
+}  // namespace
+
+Engine::Engine(const std::string& model_dir, int threads) : model_(Model::load(model_dir, threads)) {}
+
+SessionOptions Engine::validate_options(SessionOptions o) const {
+  const int64_t kMaxSlots = int64_t(1) << 24;
+  if (o.policy == Policy::Dense) {
+    o.sinks = 0;
+    o.window = 0;
+    if (o.max_dense_tokens < 1) throw EngineError(ErrorCode::InvalidArgument, "max dense tokens must be positive");
+  } else {
+    if (o.policy != Policy::Sinks) o.sinks = 0;
+    if (o.window < 1 || o.window > kMaxSlots)
+      throw EngineError(ErrorCode::InvalidArgument, "window must be between 1 and " + std::to_string(kMaxSlots) + ", got " + std::to_string(o.window));
+    if (o.sinks < 0 || o.sinks > 1024)
+      throw EngineError(ErrorCode::InvalidArgument, "sinks must be between 0 and 1024, got " + std::to_string(o.sinks));
+  }
+  if (o.sink_token < -1 || o.sink_token >= model_->config().vocab_size)
+    throw EngineError(ErrorCode::InvalidArgument, "sink token " + std::to_string(o.sink_token) + " is outside the vocabulary");
+  return o;
+}
+
+uint64_t Engine::open_session(const SessionOptions& options) {
+  const ModelConfig& c = model_->config();
+  auto s = std::make_unique<Session>();
+  s->options = validate_options(options);
+  s->id = next_id_++;
+  s->shape = CacheShape{s->options.policy, s->options.sinks, s->options.window};
+  if (s->options.policy != Policy::Recompute) s->cache = std::make_unique<KvCache>(s->shape, c.layers, c.kv_heads, c.head_dim);
+  if (s->options.sink_token >= 0) s->pending_prefix.push_back(s->options.sink_token);
+  s->last_logprobs.assign(size_t(c.vocab_size), 0.0f);
+  uint64_t id = s->id;
+  sessions_.emplace(id, std::move(s));
+  return id;
+}
+
+void Engine::close_session(uint64_t id) {
+  if (sessions_.erase(id) == 0) throw EngineError(ErrorCode::SessionNotFound, "no session " + std::to_string(id));
+}
+
+Session& Engine::find(uint64_t id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) throw EngineError(ErrorCode::SessionNotFound, "no session " + std::to_string(id));
+  return *it->second;
+}
+
+const Session& Engine::find(uint64_t id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) throw EngineError(ErrorCode::SessionNotFound, "no session " + std::to_string(id));
+  return *it->second;
+}
+
+SessionInfo Engine::session_info(uint64_t id) const {
+  const Session& s = find(id);
+  return SessionInfo{s.options.policy, s.options.sinks, s.options.window, s.cache_fill(),
+                     s.shape.bounded() ? s.shape.capacity() : (s.cache ? s.cache->slots_allocated() : 0),
+                     s.tokens_seen, s.options.sink_token};
+}
+
+void Engine::step_recompute(Session& s, const std::vector<int32_t>& tokens, std::vector<float>& row_logprobs, bool all) {
+  const ModelConfig& c = model_->config();
+  const int64_t V = c.vocab_size;
+  const CacheShape dense{Policy::Dense, 0, 0};
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (size_t j = 0; j < tokens.size(); ++j) {
+    std::vector<int32_t> window(s.history.begin(), s.history.end());
+    window.push_back(tokens[j]);
+    KvCache scratch(dense, c.layers, c.kv_heads, c.head_dim);
+    std::vector<ForwardSequence> seq(1);
+    seq[0].cache = &scratch;
+    seq[0].tokens = window.data();
+    seq[0].count = int64_t(window.size());
+    seq[0].logits = logits.data();
+    model_->forward(seq);
+    float* dst = all ? &row_logprobs[j * size_t(V)] : s.last_logprobs.data();
+    log_softmax(logits.data(), V, dst);
+    if (all && j + 1 == tokens.size()) std::copy(dst, dst + V, s.last_logprobs.begin());
+    s.history.push_back(tokens[j]);
+    while (int64_t(s.history.size()) > s.options.window - 1) s.history.pop_front();
+  }
+}
+
+std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool return_next) {
+  const ModelConfig& c = model_->config();
+  const int64_t V = c.vocab_size;
+  std::set<uint64_t> seen;
+  for (const StepEntry& e : entries) {
+    Session& s = find(e.session);
+    if (!seen.insert(e.session).second)
+      throw EngineError(ErrorCode::InvalidArgument, "session " + std::to_string(e.session) + " appears twice in one step");
+    for (int32_t t : e.tokens)
+      if (t < 0 || t >= c.vocab_size)
+        throw EngineError(ErrorCode::InvalidArgument, "token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+    if (s.options.policy == Policy::Dense &&
+        int64_t(s.tokens_seen + e.tokens.size() + s.pending_prefix.size()) > s.options.max_dense_tokens)
+      throw EngineError(ErrorCode::Capacity, "dense session " + std::to_string(e.session) + " would exceed its limit of " +
+                                                 std::to_string(s.options.max_dense_tokens) + " tokens");
+  }
+
+  // Per entry: the tokens actually run (pending prefix first) and their logits.
+  struct Work {
+    Session* session;
+    std::vector<int32_t> tokens;
+    size_t prefix;
+    bool all;
+    std::vector<float> logits;  // raw logits, then log-softmaxed rows
+  };
+  std::vector<Work> work(entries.size());
+  std::vector<ForwardSequence> batch;
+  std::vector<size_t> batch_owner;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Work& w = work[i];
+    w.session = &find(entries[i].session);
+    w.tokens = w.session->pending_prefix;
+    w.prefix = w.tokens.size();
+    w.tokens.insert(w.tokens.end(), entries[i].tokens.begin(), entries[i].tokens.end());
+    w.all = entries[i].logprobs;
+    if (w.tokens.empty()) continue;
+    w.logits.resize(size_t((w.all ? w.tokens.size() : 1) * V));
+    if (w.session->options.policy == Policy::Recompute) continue;
+    ForwardSequence fs;
+    fs.cache = w.session->cache.get();
+    fs.tokens = w.tokens.data();
+    fs.count = int64_t(w.tokens.size());
+    fs.all_logits = w.all;
+    fs.logits = w.logits.data();
+    batch.push_back(fs);
+    batch_owner.push_back(i);
+  }
+  if (!batch.empty()) model_->forward(batch);
+
+  std::vector<StepOutput> outputs(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Work& w = work[i];
+    Session& s = *w.session;
+    StepOutput& out = outputs[i];
+    if (!w.tokens.empty()) {
+      // Distribution before the first token, needed for its log-prob.
+      std::vector<float> before;
+      if (w.all) before.assign(s.last_logprobs.begin(), s.last_logprobs.end());
+      const bool had_last = s.has_last;
+      if (s.options.policy == Policy::Recompute) {
+        step_recompute(s, w.tokens, w.logits, w.all);
+      } else {
+        const int64_t rows = w.all ? int64_t(w.tokens.size()) : 1;
+        for (int64_t r = 0; r < rows; ++r) log_softmax(&w.logits[size_t(r * V)], V, &w.logits[size_t(r * V)]);
+        std::copy(w.logits.end() - V, w.logits.end(), s.last_logprobs.begin());
+      }
+      s.has_last = true;
+      s.tokens_seen += w.tokens.size();
+      s.pending_prefix.clear();
+      if (w.all) {
+        out.token_logprobs.resize(entries[i].tokens.size());
+        for (size_t j = 0; j < entries[i].tokens.size(); ++j) {
+          size_t k = w.prefix + j;  // index in w.tokens
+          int32_t tok = w.tokens[k];
+          if (k == 0) out.token_logprobs[j] = had_last ? before[size_t(tok)] : NAN;
+          else out.token_logprobs[j] = w.logits[(k - 1) * size_t(V) + size_t(tok)];
+        }
+      }
+    }
+    if (return_next && s.has_last) out.next_logprobs = s.last_logprobs;
+  }
+  return outputs;
+}
+
+}  // namespace streamsink

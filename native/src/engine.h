@@ -1,0 +1,65 @@
+// The engine: one loaded model plus its sessions, and the batched step that
+// advances many sessions at once. Not thread-safe by itself: the Node addon
+// runs at most one call at a time on it (steps off the JS thread).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "session.h"
+
+namespace streamsink {
+
+struct StepEntry {
+  uint64_t session = 0;
+  std::vector<int32_t> tokens;
+  bool logprobs = false;  // per-token log-probs of `tokens`
+};
+
+struct StepOutput {
+  // logprob[i] = log p(tokens[i] | everything before); NaN for a session's very first token.
+  std::vector<float> token_logprobs;
+  // log-softmax of the distribution after the last token (vocab), when asked for.
+  std::vector<float> next_logprobs;
+};
+
+struct SessionInfo {
+  Policy policy;
+  int64_t sinks, window, cache_fill, capacity;
+  uint64_t tokens_seen;
+  int32_t sink_token;
+};
+
+class Engine {
+ public:
+  Engine(const std::string& model_dir, int threads);
+
+  const Model& model() const { return *model_; }
+
+  uint64_t open_session(const SessionOptions& options);
+  void close_session(uint64_t id);
+  SessionInfo session_info(uint64_t id) const;
+  size_t session_count() const { return sessions_.size(); }
+
+  // Validates every entry before touching any session, so a bad entry fails
+  // the whole step without changing state.
+  std::vector<StepOutput> step(const std::vector<StepEntry>& entries, bool return_next);
+
+  std::vector<uint8_t> export_session(uint64_t id) const;
+  uint64_t import_session(const uint8_t* data, size_t size);
+
+ private:
+  Session& find(uint64_t id);
+  const Session& find(uint64_t id) const;
+  void step_recompute(Session& s, const std::vector<int32_t>& tokens, std::vector<float>& row_logprobs, bool all);
+  SessionOptions validate_options(SessionOptions o) const;
+
+  std::unique_ptr<Model> model_;
+  std::map<uint64_t, std::unique_ptr<Session>> sessions_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace streamsink
