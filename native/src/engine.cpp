@@ -84,9 +84,16 @@ void Engine::step_recompute(Session& s, const std::vector<int32_t>& tokens, std:
   const CacheShape dense{Policy::Dense, 0, 0};
   std::vector<float> logits(static_cast<size_t>(V));
   for (size_t j = 0; j < tokens.size(); ++j) {
+    // A recompute session's state is its last W-1 tokens; logits are only
+    // needed where the caller reads them (every token, or the chunk's last).
+    if (!all && j + 1 < tokens.size()) {
+      s.history.push_back(tokens[j]);
+      while (int64_t(s.history.size()) > s.options.window - 1) s.history.pop_front();
+      continue;
+    }
     std::vector<int32_t> window(s.history.begin(), s.history.end());
     window.push_back(tokens[j]);
-    KvCache scratch(dense, c.layers, c.kv_heads, c.head_dim);
+    KvCache scratch(dense, c.layers, c.kv_heads, c.head_dim, /*prerotated=*/true);
     std::vector<ForwardSequence> seq(1);
     seq[0].cache = &scratch;
     seq[0].tokens = window.data();

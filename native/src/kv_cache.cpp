@@ -4,8 +4,8 @@
 
 namespace streamsink {
 
-KvCache::KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim)
-    : shape_(shape), layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), k_(layers), v_(layers) {
+KvCache::KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated)
+    : shape_(shape), layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), prerotated_(prerotated && !shape.bounded()), k_(layers), v_(layers) {
   if (shape_.bounded()) reserve_tokens(shape_.capacity());
 }
 

@@ -12,7 +12,11 @@ namespace streamsink {
 
 class KvCache {
  public:
-  KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim);
+  // `prerotated` stores keys already rotated at their slot index. Only valid
+  // for a dense cache, where a key's position never changes: the recompute
+  // baseline's scratch cache uses it so it is not charged for re-rotation.
+  KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated = false);
+  bool prerotated() const { return prerotated_; }
 
   const CacheShape& shape() const { return shape_; }
   // Make room for tokens up to (excluding) `end`; dense caches grow, bounded
@@ -41,6 +45,7 @@ class KvCache {
  private:
   CacheShape shape_;
   int layers_, kv_heads_, head_dim_;
+  bool prerotated_ = false;
   int64_t slots_ = 0;
   int64_t tokens_ = 0;
   std::vector<std::vector<float>> k_, v_;

@@ -25,13 +25,15 @@ void attend_rows(const ModelConfig& cfg, const RopeTable* rope, const float* ali
     const int64_t t = first_token + r;
     const float* row = qkv + r * qkv_dim;
     const int64_t slot = shape.slot_of(t);
-    std::memcpy(cache.key(layer, slot, kv_head), row + k_offset, sizeof(float) * hd);
+    const bool prerotated = rope && cache.prerotated();
+    if (prerotated) rope->rotate(row + k_offset, t, hd, cache.key(layer, slot, kv_head));
+    else std::memcpy(cache.key(layer, slot, kv_head), row + k_offset, sizeof(float) * hd);
     std::memcpy(cache.value(layer, slot, kv_head), row + v_offset, sizeof(float) * hd);
 
     const int64_t n = shape.visible(t);
     const int64_t q_pos = n - 1;
     scratch.scores.resize(size_t(n));
-    if (rope) {
+    if (rope && !prerotated) {
       scratch.rotated_keys.resize(size_t(n * hd));
       for (int64_t i = 0; i < n; ++i)
         rope->rotate(cache.key(layer, shape.entry_slot(t, i), kv_head), i, hd, &scratch.rotated_keys[size_t(i * hd)]);
@@ -47,7 +49,7 @@ void attend_rows(const ModelConfig& cfg, const RopeTable* rope, const float* ali
       }
       float max_score = -INFINITY;
       for (int64_t i = 0; i < n; ++i) {
-        const float* k = rope ? &scratch.rotated_keys[size_t(i * hd)] : cache.key(layer, shape.entry_slot(t, i), kv_head);
+        const float* k = rope && !prerotated ? &scratch.rotated_keys[size_t(i * hd)] : cache.key(layer, shape.entry_slot(t, i), kv_head);
         float s = dot(q, k, hd) * cfg.softmax_scale;
         if (alibi_slopes) s += -float(q_pos - i) * alibi_slopes[h];
         scratch.scores[size_t(i)] = s;

@@ -1,0 +1,110 @@
+/**
+ * The one typed boundary to the native addon (native/src/addon.cpp). Every
+ * symbol the addon exports is declared here; the rest of the code base uses
+ * the public Engine/Session classes, never these Native* types directly.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export type NativePolicy = "dense" | "window" | "recompute" | "sinks";
+
+export interface NativeModelInfo {
+  architecture: string;
+  vocabSize: number;
+  hiddenSize: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  maxPositions: number;
+  positionEncoding: "rotary" | "alibi";
+  parameters: number;
+  modelHash: string;
+  /** Learned sink token from config.json (`streamsink.sink_token_id`), or -1. */
+  sinkTokenId: number;
+  backend: "cpu" | "cuda";
+  threads: number;
+}
+
+export interface NativeSessionOptions {
+  policy: NativePolicy;
+  sinks?: number;
+  window?: number;
+  /** Token prepended to the session (learned sink); -1 or absent for none. */
+  sinkToken?: number;
+  maxDenseTokens?: number;
+}
+
+export interface NativeSessionInfo {
+  policy: NativePolicy;
+  sinks: number;
+  window: number;
+  cacheFill: number;
+  capacity: number;
+  tokensSeen: number;
+  sinkToken: number;
+}
+
+export interface NativeStepEntry {
+  session: number;
+  tokens: Int32Array;
+  logprobs: boolean;
+}
+
+export interface NativeStepOutput {
+  /** Present when the entry asked for log-probs; NaN for a session's first token. */
+  tokenLogprobs?: Float32Array;
+  /** Log-softmax after the entry's last token, when `returnNext` was set. */
+  nextLogprobs?: Float32Array;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  openSession(options: NativeSessionOptions): number;
+  closeSession(session: number): void;
+  sessionInfo(session: number): NativeSessionInfo;
+  step(entries: NativeStepEntry[], returnNext: boolean): Promise<NativeStepOutput[]>;
+  exportSession(session: number): Buffer;
+  importSession(bytes: Uint8Array): number;
+  dispose(): void;
+}
+
+export interface NativeBackendInfo {
+  cudaCompiled: boolean;
+  cudaDevices: number;
+}
+
+export interface NativeAddon {
+  loadModel(dir: string, options: { threads?: number; backend?: "cpu" | "cuda" | "auto" }): Promise<NativeModel>;
+  backendInfo(): NativeBackendInfo;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, "package.json");
+    if (existsSync(manifest)) {
+      const parsed = JSON.parse(readFileSync(manifest, "utf8")) as { name?: string };
+      if (parsed.name === "streamsink") return dir;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("cannot locate the streamsink package root");
+    dir = parent;
+  }
+}
+
+let cached: NativeAddon | undefined;
+
+/** Loads the addon built at install time (or the path in STREAMSINK_ADDON). */
+export function nativeAddon(): NativeAddon {
+  if (cached) return cached;
+  const path = process.env.STREAMSINK_ADDON ?? join(packageRoot(), "native", "build", "Release", "streamsink.node");
+  if (!existsSync(path)) {
+    throw new Error(`native addon not found at ${path}: run "npm run build:native" (needs cmake and a C++17 compiler)`);
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(path) as NativeAddon;
+  return cached;
+}

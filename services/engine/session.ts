@@ -1,0 +1,133 @@
+/**
+ * A streaming session: append tokens or text, read per-token log-probs,
+ * generate, export its state. Operations on one session run in order through
+ * the engine's queue.
+ */
+import type { Engine } from "./engine.js";
+import { EngineError, InvalidArgumentError, SessionNotFoundError } from "./errors.js";
+import type { NativeSessionInfo } from "./native-binding.js";
+import { Sampler, type SamplingOptions } from "./sampler.js";
+
+export type SessionInfo = NativeSessionInfo;
+
+export interface AppendResult {
+  /** log p(token_i | everything before); NaN for the session's very first token. */
+  logprobs?: Float32Array;
+  tokens: number[];
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  /** Token ids that end the generation (they are appended and returned). */
+  stopTokens?: readonly number[];
+  /** Called with each new token as soon as it is sampled. */
+  onToken?: (token: number) => void;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = "length" | "stop" | "cancelled";
+
+export interface GenerateResult {
+  tokens: number[];
+  finishReason: FinishReason;
+}
+
+export class Session implements AsyncDisposable {
+  readonly engine: Engine;
+  readonly id: number;
+  #closed = false;
+  #next: Float32Array | undefined;
+
+  /** @internal Created by Engine.openSession / importSession. */
+  constructor(engine: Engine, id: number) {
+    this.engine = engine;
+    this.id = id;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal */
+  requireOpen(): number {
+    if (this.#closed) throw new SessionNotFoundError("E_SESSION_NOT_FOUND", `session ${this.id} is closed`);
+    return this.id;
+  }
+
+  /** @internal */
+  setNext(next: Float32Array): void {
+    this.#next = next.length > 0 ? next : this.#next;
+  }
+
+  /** @internal */
+  markClosed(): void {
+    this.#closed = true;
+  }
+
+  /** Log-probabilities of the next token, after the last appended one. */
+  get nextLogprobs(): Float32Array | undefined {
+    return this.#next;
+  }
+
+  async append(tokens: ArrayLike<number>, options: { logprobs?: boolean } = {}): Promise<AppendResult> {
+    const ids = Array.from(tokens);
+    if (ids.some((t) => !Number.isInteger(t))) throw new InvalidArgumentError("E_INVALID_ARGUMENT", "token ids must be integers");
+    const [result] = await this.engine.step([{ session: this, tokens: ids, logprobs: options.logprobs ?? false }]);
+    return result?.tokenLogprobs ? { tokens: ids, logprobs: result.tokenLogprobs } : { tokens: ids };
+  }
+
+  async appendText(text: string, options: { logprobs?: boolean } = {}): Promise<AppendResult> {
+    const tokenizer = this.engine.tokenizer;
+    if (!tokenizer) throw new EngineError("E_TOKENIZER", "the model has no tokenizer.json; append token ids instead");
+    return this.append(tokenizer.encode(text), options);
+  }
+
+  /**
+   * Samples up to `maxNewTokens` tokens, appending each to the session. The
+   * session must have seen at least one token. Aborting the signal stops after
+   * the token in flight.
+   */
+  async generate(options: GenerateOptions): Promise<GenerateResult> {
+    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0)
+      throw new InvalidArgumentError("E_INVALID_ARGUMENT", `maxNewTokens must be a non-negative integer, got ${options.maxNewTokens}`);
+    const sampler = new Sampler(options);
+    const stop = new Set(options.stopTokens ?? []);
+    const tokens: number[] = [];
+    while (tokens.length < options.maxNewTokens) {
+      if (options.signal?.aborted) return { tokens, finishReason: "cancelled" };
+      const next = this.#next;
+      if (!next) throw new InvalidArgumentError("E_INVALID_ARGUMENT", "generate needs a prompt: append at least one token first");
+      const token = sampler.sample(next);
+      await this.engine.step([{ session: this, tokens: [token] }]);
+      tokens.push(token);
+      options.onToken?.(token);
+      if (stop.has(token)) return { tokens, finishReason: "stop" };
+    }
+    return { tokens, finishReason: "length" };
+  }
+
+  async info(): Promise<SessionInfo> {
+    const id = this.requireOpen();
+    return this.engine.run((n) => n.sessionInfo(id));
+  }
+
+  /** The session's state as versioned, checksummed bytes (see Engine.importSession). */
+  async export(): Promise<Buffer> {
+    const id = this.requireOpen();
+    return this.engine.run((n) => n.exportSession(id));
+  }
+
+  /** Frees the session. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.engine.forget(this);
+    await this.engine.run((n) => n.closeSession(this.id)).catch((err: unknown) => {
+      if (!(err instanceof SessionNotFoundError) && !(err instanceof EngineError && err.code === "E_DISPOSED")) throw err;
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
