@@ -7,6 +7,6 @@ export default defineConfig({
     pool: "forks",
     testTimeout: 120_000,
     hookTimeout: 120_000,
-    reporters: ["default"],
+    reporters: ["default", "./tests/helpers/summary-reporter.ts"],
   },
 });
