@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 
 import { Engine, POLICIES, type Policy, type Session } from "../engine/index.js";
 import { ProgressBar } from "./progress.js";
+import { renderSvg } from "./svg-plot.js";
 import { BENCH_SHAPE, parameterCount, writeRandomLlama } from "./random-model.js";
 import { parseIntFlag, UsageError } from "./usage-error.js";
 
@@ -180,7 +181,36 @@ export async function runBench(argv: string[]): Promise<void> {
         values.out,
         JSON.stringify({ model: info, decode: decodeFigures, stream: flat, date: new Date().toISOString() }, null, 2) + "\n",
       );
-      process.stdout.write(`\nwrote ${values.out}\n`);
+      const svgPath = values.out.replace(/\.json$/, "") + ".svg";
+      const svg = renderSvg(
+        [
+          {
+            title: "decode speed after filling the cache",
+            xLabel: "cache size (tokens)",
+            yLabel: "tokens/s (log)",
+            logY: true,
+            logX: true,
+            series: policies.map((p) => ({
+              label: p,
+              points: decodeFigures.filter((f) => f.policy === p).map((f): [number, number] => [f.cache, f.tokens_per_second]),
+            })),
+          },
+          {
+            title: "per-token cost along one stream",
+            xLabel: "position in the stream (tokens)",
+            yLabel: "ms/token (log)",
+            logY: true,
+            logX: true,
+            series: flatPolicies.map((p) => ({
+              label: p === "dense" ? "dense" : p === "sinks" ? `sinks ${sinks}+${flatCache - sinks}` : `recompute W=${flatCache}`,
+              points: flat.filter((f) => f.policy === p).map((f): [number, number] => [f.position, f.ms_per_token]),
+            })),
+          },
+        ],
+        `${info.architecture} ${(info.parameters / 1e6).toFixed(1)}M params, backend ${info.backend}, ${info.threads} threads, ${new Date().toISOString().slice(0, 10)}`,
+      );
+      await writeFile(svgPath, svg);
+      process.stdout.write(`\nwrote ${values.out} and ${svgPath}\n`);
     }
   } finally {
     await engine.close();

@@ -16,7 +16,7 @@ export interface RandomLlamaShape {
   vocab: number;
 }
 
-export const BENCH_SHAPE: RandomLlamaShape = { hidden: 256, layers: 8, heads: 8, kvHeads: 8, intermediate: 768, vocab: 4096 };
+export const BENCH_SHAPE: RandomLlamaShape = { hidden: 256, layers: 8, heads: 8, kvHeads: 8, intermediate: 896, vocab: 4096 };
 
 export type WeightDType = "F32" | "BF16";
 
