@@ -125,6 +125,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& what)
   c.sink_token_id = -1;
   if (const JsonValue* st = r.find({"streamsink.sink_token_id"})) {
     if (!st->is_integer || st->integer < 0) throw EngineError(ErrorCode::ModelConfig, what + ": streamsink.sink_token_id must be a non-negative integer");
+    // Range-checked before narrowing to int: 2^32 would otherwise become token 0.
+    if (st->integer > (int64_t(1) << 30)) throw EngineError(ErrorCode::ModelConfig, what + ": streamsink.sink_token_id is outside the vocabulary");
     c.sink_token_id = int(st->integer);
   }
 

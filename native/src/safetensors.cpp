@@ -209,8 +209,10 @@ void TensorStore::add_file(const std::string& path) {
     for (const auto& d : shape->array) {
       if (!d.is_number() || !d.is_integer || d.integer < 0 || d.integer > (int64_t(1) << 40)) throw bad("bad dimension in shape");
       t.shape.push_back(d.integer);
+      // Checked before multiplying: numel and d are each <= 2^40, so the
+      // product could wrap around 2^64 (e.g. to 0) and pass the size check.
+      if (d.integer != 0 && numel > (uint64_t(1) << 40) / uint64_t(d.integer)) throw bad("too many elements");
       numel *= uint64_t(d.integer);
-      if (numel > (uint64_t(1) << 40)) throw bad("too many elements");
     }
     const JsonValue& b = offs->array[0];
     const JsonValue& e = offs->array[1];
