@@ -250,6 +250,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& what)
   if (c.heads % c.kv_heads != 0) throw EngineError(ErrorCode::ModelConfig, what + ": attention heads not a multiple of KV heads");
   if (c.position == PositionKind::Rotary && (c.rotary_dim % 2 != 0 || c.rotary_dim > c.head_dim || c.rotary_dim <= 0))
     throw EngineError(ErrorCode::ModelConfig, what + ": rotary dimension " + std::to_string(c.rotary_dim) + " is invalid for head size " + std::to_string(c.head_dim));
+  if (c.position == PositionKind::Rotary && !(c.rope_theta > 1.0))
+    throw EngineError(ErrorCode::ModelConfig, what + ": rope_theta must be greater than 1, got " + std::to_string(c.rope_theta));
   if (!(c.norm_eps > 0)) throw EngineError(ErrorCode::ModelConfig, what + ": norm epsilon must be positive");
   if (c.sink_token_id >= c.vocab_size) throw EngineError(ErrorCode::ModelConfig, what + ": streamsink.sink_token_id is outside the vocabulary");
   if (c.softmax_scale <= 0) c.softmax_scale = float(1.0 / std::sqrt(double(c.head_dim)));

@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 
-import { EngineError, fromNative, InvalidArgumentError } from "./errors.js";
+import { EngineError, fromNative, InvalidArgumentError, ModelLoadError } from "./errors.js";
 import { nativeAddon, type NativeModel, type NativeModelInfo, type NativePolicy } from "./native-binding.js";
 import { Session } from "./session.js";
 import { TextTokenizer } from "./tokenizer.js";
@@ -72,15 +72,20 @@ export class Engine implements AsyncDisposable {
   /** Loads a Hugging Face model directory (config.json, safetensors, tokenizer.json). */
   static async load(modelDir: string, options: EngineOptions = {}): Promise<Engine> {
     const dir = resolve(modelDir);
-    if (!existsSync(dir)) throw fromNative({ code: "E_IO", message: `model directory ${dir} does not exist` });
+    if (!existsSync(dir)) throw new ModelLoadError("E_IO", `model directory ${dir} does not exist`);
     let native: NativeModel;
     try {
       native = await nativeAddon().loadModel(dir, { threads: options.threads ?? 0, backend: options.backend ?? "auto" });
     } catch (err) {
       throw fromNative(err);
     }
-    const tokenizer = existsSync(join(dir, "tokenizer.json")) ? await TextTokenizer.load(dir) : undefined;
-    return new Engine(dir, native, tokenizer);
+    try {
+      const tokenizer = existsSync(join(dir, "tokenizer.json")) ? await TextTokenizer.load(dir) : undefined;
+      return new Engine(dir, native, tokenizer);
+    } catch (err) {
+      native.dispose();
+      throw err;
+    }
   }
 
   get sessionCount(): number {

@@ -567,7 +567,7 @@ describe("fuzzing the checkpoint reader", () => {
       }],
       ["random JSON header", () => buildSafetensors(JSON.stringify(randomJson(0)) ?? "null", data)],
       ["mutate one tensor field", () => {
-        const h = structuredClone(baseHeader) as Record<string, Record<string, unknown>>;
+        const h = structuredClone(baseHeader) as unknown as Record<string, Record<string, unknown>>;
         const name = pick(names);
         const t = h[name]!;
         const field = pick(["dtype", "shape", "data_offsets"]);
