@@ -1,0 +1,179 @@
+/**
+ * Worker configuration from flags and STREAMSINK_* environment variables
+ * (a flag wins over its env twin), validated at start with a message that
+ * names the setting that is wrong.
+ */
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+import type { Policy } from "../engine/index.js";
+import { DEFAULT_LIMITS, type HostLimits } from "./session-host.js";
+
+export interface WorkerConfig {
+  model: string;
+  backend: "cpu" | "cuda" | "auto";
+  threads: number;
+  grpcHost: string;
+  grpcPort: number;
+  /** Address other workers use to reach this one (forwarding). */
+  advertiseAddress: string;
+  metricsPort: number;
+  policy: Policy;
+  sinks: number;
+  window: number;
+  kafkaBrokers: string[];
+  kafkaInputTopic: string;
+  kafkaOutputTopic: string;
+  kafkaDeadLetterTopic: string;
+  kafkaGroup: string;
+  kafkaPartitions: number;
+  redisUrl: string | undefined;
+  snapshotDir: string;
+  limits: HostLimits;
+  maxMessageBytes: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  readonly code = "E_CONFIG";
+}
+
+interface Setting {
+  flag: string;
+  env: string;
+  help: string;
+  fallback?: string;
+}
+
+const SETTINGS = {
+  model: { flag: "model", env: "STREAMSINK_MODEL", help: "model directory (config.json, *.safetensors, tokenizer.json)" },
+  backend: { flag: "backend", env: "STREAMSINK_BACKEND", help: "cpu | cuda | auto", fallback: "auto" },
+  threads: { flag: "threads", env: "STREAMSINK_THREADS", help: "CPU backend threads (0 = all cores)", fallback: "0" },
+  grpcHost: { flag: "grpc-host", env: "STREAMSINK_GRPC_HOST", help: "gRPC listen address", fallback: "0.0.0.0" },
+  grpcPort: { flag: "grpc-port", env: "STREAMSINK_GRPC_PORT", help: "gRPC port (0 = any free port)", fallback: "50051" },
+  advertise: { flag: "advertise-address", env: "STREAMSINK_ADVERTISE_ADDRESS", help: "host:port other workers use to reach this one" },
+  metricsPort: { flag: "metrics-port", env: "STREAMSINK_METRICS_PORT", help: "Prometheus /metrics port (0 = off)", fallback: "9464" },
+  policy: { flag: "policy", env: "STREAMSINK_POLICY", help: "default cache policy: sinks | window | recompute | dense", fallback: "sinks" },
+  sinks: { flag: "sinks", env: "STREAMSINK_SINKS", help: "default attention sinks S", fallback: "4" },
+  window: { flag: "window", env: "STREAMSINK_WINDOW", help: "default window W (S+W is the cache size)", fallback: "1020" },
+  kafkaBrokers: { flag: "kafka-brokers", env: "STREAMSINK_KAFKA_BROKERS", help: "comma-separated host:port list (unset = in-process log)" },
+  kafkaInput: { flag: "kafka-input-topic", env: "STREAMSINK_KAFKA_INPUT_TOPIC", help: "input topic", fallback: "streamsink.input" },
+  kafkaOutput: { flag: "kafka-output-topic", env: "STREAMSINK_KAFKA_OUTPUT_TOPIC", help: "output topic", fallback: "streamsink.output" },
+  kafkaDlq: { flag: "kafka-dead-letter-topic", env: "STREAMSINK_KAFKA_DEAD_LETTER_TOPIC", help: "dead-letter topic", fallback: "streamsink.dead-letter" },
+  kafkaGroup: { flag: "kafka-group", env: "STREAMSINK_KAFKA_GROUP", help: "consumer group id", fallback: "streamsink-workers" },
+  kafkaPartitions: { flag: "kafka-partitions", env: "STREAMSINK_KAFKA_PARTITIONS", help: "partitions when creating the input topic", fallback: "12" },
+  redisUrl: { flag: "redis-url", env: "STREAMSINK_REDIS_URL", help: "redis://host:port (unset = local snapshot directory)" },
+  snapshotDir: { flag: "snapshot-dir", env: "STREAMSINK_SNAPSHOT_DIR", help: "local snapshot directory (no Redis)", fallback: ".streamsink/snapshots" },
+  maxSessions: { flag: "max-sessions", env: "STREAMSINK_MAX_SESSIONS", help: "sessions per worker", fallback: String(DEFAULT_LIMITS.maxSessions) },
+  maxBatchTokens: { flag: "max-batch-tokens", env: "STREAMSINK_MAX_BATCH_TOKENS", help: "tokens per engine step", fallback: String(DEFAULT_LIMITS.maxBatchTokens) },
+  maxNewTokens: { flag: "max-new-tokens", env: "STREAMSINK_MAX_NEW_TOKENS", help: "largest max_new_tokens accepted", fallback: String(DEFAULT_LIMITS.maxNewTokens) },
+  maxInputTokens: { flag: "max-input-tokens", env: "STREAMSINK_MAX_INPUT_TOKENS", help: "largest append or prompt", fallback: String(DEFAULT_LIMITS.maxInputTokens) },
+  maxMessageBytes: { flag: "max-message-bytes", env: "STREAMSINK_MAX_MESSAGE_BYTES", help: "largest gRPC message or Kafka record", fallback: String(4 << 20) },
+} satisfies Record<string, Setting>;
+
+export function serveUsage(): string {
+  const lines = Object.values(SETTINGS).map(
+    (s: Setting) => `  --${s.flag.padEnd(24)} ${s.env.padEnd(34)} ${s.help}${s.fallback !== undefined ? ` (default ${s.fallback})` : ""}`,
+  );
+  return `usage: streamsink serve [options]\n\n  flag                       env                                what\n${lines.join("\n")}`;
+}
+
+/** The model bundled with the package (models/tiny-llama). */
+export function bundledModelDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, "models", "tiny-llama", "config.json"))) return join(dir, "models", "tiny-llama");
+    const parent = dirname(dir);
+    if (parent === dir) throw new ConfigError("no --model given and the bundled model (models/tiny-llama) is missing");
+    dir = parent;
+  }
+}
+
+export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+  const options: Record<string, { type: "string" }> = {};
+  for (const s of Object.values(SETTINGS)) options[s.flag] = { type: "string" };
+  let values: Record<string, string | undefined>;
+  try {
+    values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | undefined>;
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const raw = (s: Setting): string | undefined => values[s.flag] ?? (env[s.env] !== undefined && env[s.env] !== "" ? env[s.env] : undefined) ?? s.fallback;
+  const name = (s: Setting) => `--${s.flag} / ${s.env}`;
+  const int = (s: Setting, min: number, max: number): number => {
+    const v = raw(s)!;
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new ConfigError(`${name(s)} must be an integer from ${min} to ${max}, got "${v}"`);
+    return Number(v);
+  };
+  const choice = <T extends string>(s: Setting, allowed: readonly T[]): T => {
+    const v = raw(s)!;
+    if (!allowed.includes(v as T)) throw new ConfigError(`${name(s)} must be one of ${allowed.join(", ")}, got "${v}"`);
+    return v as T;
+  };
+  const topic = (s: Setting): string => {
+    const v = raw(s)!;
+    if (!/^[A-Za-z0-9._-]{1,249}$/.test(v)) throw new ConfigError(`${name(s)} is not a valid Kafka topic name: "${v}"`);
+    return v;
+  };
+
+  const modelRaw = raw(SETTINGS.model);
+  const model = modelRaw ? resolve(modelRaw) : bundledModelDir();
+  if (!existsSync(join(model, "config.json"))) throw new ConfigError(`${name(SETTINGS.model)}: ${model} is not a model directory (no config.json)`);
+
+  const brokersRaw = raw(SETTINGS.kafkaBrokers);
+  const kafkaBrokers = brokersRaw ? brokersRaw.split(",").map((b) => b.trim()).filter(Boolean) : [];
+  for (const b of kafkaBrokers)
+    if (!/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(b)) throw new ConfigError(`${name(SETTINGS.kafkaBrokers)}: "${b}" is not host:port`);
+
+  const redisUrl = raw(SETTINGS.redisUrl);
+  if (redisUrl !== undefined) {
+    let u: URL;
+    try {
+      u = new URL(redisUrl);
+    } catch {
+      throw new ConfigError(`${name(SETTINGS.redisUrl)}: "${redisUrl}" is not a URL`);
+    }
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new ConfigError(`${name(SETTINGS.redisUrl)} must start with redis:// or rediss://`);
+  }
+
+  const grpcHost = raw(SETTINGS.grpcHost)!;
+  const grpcPort = int(SETTINGS.grpcPort, 0, 65535);
+  const policy = choice(SETTINGS.policy, ["sinks", "window", "recompute", "dense"] as const);
+  const sinks = int(SETTINGS.sinks, 0, 1024);
+  const window = int(SETTINGS.window, 1, 1 << 20);
+  const limits: HostLimits = {
+    ...DEFAULT_LIMITS,
+    maxSessions: int(SETTINGS.maxSessions, 1, 1 << 20),
+    maxBatchTokens: int(SETTINGS.maxBatchTokens, 1, 1 << 16),
+    maxNewTokens: int(SETTINGS.maxNewTokens, 1, 1 << 20),
+    maxInputTokens: int(SETTINGS.maxInputTokens, 1, 1 << 22),
+  };
+  const advertise = raw(SETTINGS.advertise);
+  if (advertise !== undefined && !/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(advertise))
+    throw new ConfigError(`${name(SETTINGS.advertise)}: "${advertise}" is not host:port`);
+
+  return {
+    model,
+    backend: choice(SETTINGS.backend, ["cpu", "cuda", "auto"] as const),
+    threads: int(SETTINGS.threads, 0, 1024),
+    grpcHost,
+    grpcPort,
+    advertiseAddress: advertise ?? `${grpcHost === "0.0.0.0" || grpcHost === "::" ? "127.0.0.1" : grpcHost}:${grpcPort}`,
+    metricsPort: int(SETTINGS.metricsPort, 0, 65535),
+    policy,
+    sinks,
+    window,
+    kafkaBrokers,
+    kafkaInputTopic: topic(SETTINGS.kafkaInput),
+    kafkaOutputTopic: topic(SETTINGS.kafkaOutput),
+    kafkaDeadLetterTopic: topic(SETTINGS.kafkaDlq),
+    kafkaGroup: raw(SETTINGS.kafkaGroup)!,
+    kafkaPartitions: int(SETTINGS.kafkaPartitions, 1, 10000),
+    redisUrl,
+    snapshotDir: resolve(raw(SETTINGS.snapshotDir)!),
+    limits,
+    maxMessageBytes: int(SETTINGS.maxMessageBytes, 1024, 1 << 30),
+  };
+}

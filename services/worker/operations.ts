@@ -1,0 +1,71 @@
+/**
+ * Session operations and the events they produce. Every way into a session
+ * (gRPC, Kafka records, the in-process log) is turned into a SessionOp; the
+ * worker runs ops per session in order and reports SessionEvents, which the
+ * gRPC layer streams back and the Kafka layer writes to the output topic.
+ */
+import type { Policy } from "../engine/index.js";
+
+export interface SessionConfig {
+  policy?: Policy;
+  sinks?: number;
+  window?: number;
+}
+
+/** Text or token ids; exactly one. */
+export interface OpInput {
+  text?: string;
+  tokens?: number[];
+}
+
+export interface SamplingParams {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+}
+
+interface OpBase {
+  session: string;
+  /** Unique per request; used to match results and to recognise duplicates. */
+  requestId: string;
+  /** Applied when this op creates the session. */
+  config?: SessionConfig;
+}
+
+export interface AppendOp extends OpBase {
+  kind: "append";
+  input: OpInput;
+  logprobs?: boolean;
+}
+
+export interface GenerateOp extends OpBase {
+  kind: "generate";
+  prompt?: OpInput;
+  sampling?: SamplingParams;
+  maxNewTokens: number;
+  /** Text sequences that end the generation (not included in the output text). */
+  stop?: string[];
+}
+
+export interface CloseOp extends OpBase {
+  kind: "close";
+}
+
+export type SessionOp = AppendOp | GenerateOp | CloseOp;
+
+export type FinishReason = "length" | "stop" | "cancelled";
+
+export type SessionEvent =
+  | { kind: "appended"; session: string; requestId: string; tokens: number[]; logprobs?: number[]; tokensSeen: number }
+  | { kind: "token"; session: string; requestId: string; index: number; token: number; text: string }
+  | {
+      kind: "finished";
+      session: string;
+      requestId: string;
+      reason: FinishReason;
+      promptTokens: number;
+      generatedTokens: number;
+      text: string;
+    }
+  | { kind: "closed"; session: string; requestId: string; existed: boolean };

@@ -1,0 +1,421 @@
+/**
+ * SessionHost: the sessions a worker owns, a FIFO of operations per session,
+ * and the scheduler that advances them with continuous batching.
+ *
+ * Each tick builds one engine step: sessions with work are visited round-robin
+ * (starting one further each tick, so no session is always first), and each
+ * contributes either a prefill chunk of its current op or one decode token of
+ * its current generation, until the step's token budget is spent. One engine
+ * step runs them all; results go back to each op. Ops on one session never
+ * overlap or reorder; ops on different sessions share steps freely.
+ */
+import { Engine, type Policy, Sampler, type Session, type StepRequest } from "../engine/index.js";
+import { InvalidRequestError, LimitExceededError, ShuttingDownError } from "./errors.js";
+import type { GenerateOp, OpInput, SessionConfig, SessionEvent, SessionOp } from "./operations.js";
+
+export interface HostLimits {
+  /** Sessions this worker holds at once. */
+  maxSessions: number;
+  /** Ops waiting per session (including the running one). */
+  maxQueuePerSession: number;
+  /** Tokens (or text bytes / 2) in one append or prompt. */
+  maxInputTokens: number;
+  maxNewTokens: number;
+  /** Tokens one engine step may carry over all sessions. */
+  maxBatchTokens: number;
+  /** Largest prefill chunk one session gets per step. */
+  prefillChunk: number;
+}
+
+export const DEFAULT_LIMITS: HostLimits = {
+  maxSessions: 1024,
+  maxQueuePerSession: 64,
+  maxInputTokens: 65536,
+  maxNewTokens: 4096,
+  maxBatchTokens: 512,
+  prefillChunk: 128,
+};
+
+export interface HostedSessionInfo {
+  session: string;
+  policy: Policy;
+  sinks: number;
+  window: number;
+  cacheFill: number;
+  capacity: number;
+  tokensSeen: number;
+}
+
+export type EventSink = (event: SessionEvent) => void;
+
+interface Job {
+  op: SessionOp;
+  emit: EventSink;
+  signal: AbortSignal | undefined;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  pending: number[];
+  promptTokens: number;
+  wantLogprobs: boolean;
+  logprobs: number[];
+  appended: number[];
+  started: boolean;
+  generate?: {
+    sampler: Sampler;
+    generated: number[];
+    text: string;
+    stop: string[];
+    maxNew: number;
+    stopHit: boolean;
+  };
+}
+
+interface Hosted {
+  id: string;
+  session: Session;
+  config: Required<SessionConfig>;
+  queue: Job[];
+}
+
+export interface HostStats {
+  steps: number;
+  stepTokens: number;
+}
+
+export class SessionHost {
+  readonly engine: Engine;
+  readonly limits: HostLimits;
+  readonly defaults: Required<SessionConfig>;
+  readonly stats: HostStats = { steps: 0, stepTokens: 0 };
+  readonly #sessions = new Map<string, Hosted>();
+  #round = 0;
+  #running = false;
+  #closing = false;
+  #idleWaiters: Array<() => void> = [];
+  #stepListener: ((batchSessions: number, tokens: number, ms: number) => void) | undefined;
+
+  constructor(engine: Engine, defaults: Required<SessionConfig>, limits: Partial<HostLimits> = {}) {
+    this.engine = engine;
+    this.defaults = defaults;
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** Called after every engine step (for metrics). */
+  onStep(listener: (batchSessions: number, tokens: number, ms: number) => void): void {
+    this.#stepListener = listener;
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  has(session: string): boolean {
+    return this.#sessions.has(session);
+  }
+
+  sessionIds(): string[] {
+    return [...this.#sessions.keys()];
+  }
+
+  /** Tokenizes and range-checks an input; throws InvalidRequestError. */
+  resolveInput(input: OpInput | undefined, what: string, allowEmpty: boolean): number[] {
+    const hasText = input?.text !== undefined && input.text !== "";
+    const hasTokens = input?.tokens !== undefined && input.tokens.length > 0;
+    if (hasText && hasTokens) throw new InvalidRequestError(`${what}: give text or token ids, not both`);
+    let ids: number[] = [];
+    if (hasText) {
+      const tokenizer = this.engine.tokenizer;
+      if (!tokenizer) throw new InvalidRequestError(`${what}: the model has no tokenizer; send token ids`);
+      if (input!.text!.length > this.limits.maxInputTokens * 8) throw new LimitExceededError(`${what}: text longer than the input limit`);
+      ids = tokenizer.encode(input!.text!);
+    } else if (hasTokens) {
+      ids = [...input!.tokens!];
+      const vocab = this.engine.info.vocabSize;
+      ids.forEach((t, i) => {
+        if (!Number.isInteger(t) || t < 0 || t >= vocab)
+          throw new InvalidRequestError(`${what}: token id ${String(t)} at index ${i} is outside the vocabulary [0, ${vocab})`);
+      });
+    }
+    if (ids.length === 0 && !allowEmpty) throw new InvalidRequestError(`${what}: empty input`);
+    if (ids.length > this.limits.maxInputTokens)
+      throw new LimitExceededError(`${what}: ${ids.length} tokens exceed the limit of ${this.limits.maxInputTokens}`);
+    return ids;
+  }
+
+  resolveConfig(config: SessionConfig | undefined): Required<SessionConfig> {
+    const policy = config?.policy ?? this.defaults.policy;
+    const sinks = config?.sinks ?? this.defaults.sinks;
+    const window = config?.window ?? this.defaults.window;
+    if (!["dense", "window", "recompute", "sinks"].includes(policy)) throw new InvalidRequestError(`unknown policy "${policy}"`);
+    if (!Number.isInteger(window) || window < 1 || window > 1 << 20) throw new InvalidRequestError(`window must be between 1 and ${1 << 20}`);
+    if (!Number.isInteger(sinks) || sinks < 0 || sinks > 1024) throw new InvalidRequestError("sinks must be between 0 and 1024");
+    return { policy, sinks, window };
+  }
+
+  /**
+   * Queues an op on its session (created on first use) and resolves when the
+   * op has finished; events are delivered to `emit` as they happen. Input is
+   * validated before anything is queued.
+   */
+  async execute(op: SessionOp, emit: EventSink, signal?: AbortSignal): Promise<void> {
+    if (this.#closing) throw new ShuttingDownError();
+    if (typeof op.session !== "string" || op.session.length === 0 || op.session.length > 256)
+      throw new InvalidRequestError("session id must be 1 to 256 characters");
+    const job: Job = {
+      op,
+      emit,
+      signal,
+      resolve: () => undefined,
+      reject: () => undefined,
+      pending: [],
+      promptTokens: 0,
+      wantLogprobs: false,
+      logprobs: [],
+      appended: [],
+      started: false,
+    };
+    if (op.kind === "append") {
+      job.pending = this.resolveInput(op.input, "append", false);
+      job.wantLogprobs = op.logprobs ?? false;
+    } else if (op.kind === "generate") {
+      job.pending = this.resolveInput(op.prompt, "generate prompt", true);
+      job.promptTokens = job.pending.length;
+      job.generate = this.#generateState(op);
+    }
+    let hosted = this.#sessions.get(op.session);
+    if (!hosted) {
+      if (op.kind === "close") {
+        emit({ kind: "closed", session: op.session, requestId: op.requestId, existed: false });
+        return;
+      }
+      if (this.#sessions.size >= this.limits.maxSessions)
+        throw new LimitExceededError(`this worker holds its maximum of ${this.limits.maxSessions} sessions`);
+      const config = this.resolveConfig(op.config);
+      const session = await this.engine.openSession({ ...config, sinkToken: "model" });
+      hosted = this.#sessions.get(op.session);
+      if (hosted) await session.close();
+      else {
+        hosted = { id: op.session, session, config, queue: [] };
+        this.#sessions.set(op.session, hosted);
+      }
+    }
+    if (hosted.queue.length >= this.limits.maxQueuePerSession)
+      throw new LimitExceededError(`session "${op.session}" has ${hosted.queue.length} operations queued (limit ${this.limits.maxQueuePerSession})`);
+    const done = new Promise<void>((resolve, reject) => {
+      job.resolve = resolve;
+      job.reject = reject;
+    });
+    hosted.queue.push(job);
+    this.#kick();
+    return done;
+  }
+
+  /** Adopts a session restored from a snapshot (failover). */
+  async adopt(id: string, session: Session, config: Required<SessionConfig>): Promise<void> {
+    const existing = this.#sessions.get(id);
+    if (existing) await existing.session.close();
+    this.#sessions.set(id, { id, session, config, queue: [] });
+  }
+
+  async info(id: string): Promise<HostedSessionInfo | undefined> {
+    const hosted = this.#sessions.get(id);
+    if (!hosted) return undefined;
+    const i = await hosted.session.info();
+    return { session: id, policy: i.policy, sinks: i.sinks, window: i.window, cacheFill: i.cacheFill, capacity: i.capacity, tokensSeen: i.tokensSeen };
+  }
+
+  /** The engine session behind an id (for snapshots). */
+  engineSession(id: string): Session | undefined {
+    return this.#sessions.get(id)?.session;
+  }
+
+  /** Queued plus running ops over all sessions. */
+  get queuedOps(): number {
+    let n = 0;
+    for (const h of this.#sessions.values()) n += h.queue.length;
+    return n;
+  }
+
+  /** Resolves when no op is queued or running. */
+  idle(): Promise<void> {
+    if (!this.#running && this.queuedOps === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops accepting ops, lets queued ones finish, closes every session. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    await this.idle();
+    for (const h of this.#sessions.values()) await h.session.close();
+    this.#sessions.clear();
+  }
+
+  #generateState(op: GenerateOp): Job["generate"] {
+    const maxNew = op.maxNewTokens;
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new InvalidRequestError("max_new_tokens must be a non-negative integer");
+    if (maxNew > this.limits.maxNewTokens) throw new LimitExceededError(`max_new_tokens ${maxNew} exceeds the limit of ${this.limits.maxNewTokens}`);
+    const stop = op.stop ?? [];
+    if (stop.some((s) => typeof s !== "string" || s.length === 0 || s.length > 256)) throw new InvalidRequestError("stop sequences must be 1 to 256 characters");
+    if (stop.length > 16) throw new InvalidRequestError("at most 16 stop sequences");
+    let sampler: Sampler;
+    try {
+      sampler = new Sampler(op.sampling ?? {});
+    } catch (err) {
+      throw new InvalidRequestError((err as Error).message, { cause: err });
+    }
+    return { sampler, generated: [], text: "", stop, maxNew, stopHit: false };
+  }
+
+  #kick(): void {
+    if (this.#running) return;
+    this.#running = true;
+    void this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      for (;;) {
+        const progressed = await this.#tick();
+        if (!progressed) break;
+      }
+    } finally {
+      this.#running = false;
+      if (this.queuedOps === 0) {
+        const waiters = this.#idleWaiters;
+        this.#idleWaiters = [];
+        for (const w of waiters) w();
+      } else {
+        this.#kick();
+      }
+    }
+  }
+
+  /** One scheduler tick; false when there was nothing to do. */
+  async #tick(): Promise<boolean> {
+    const active = [...this.#sessions.values()].filter((h) => h.queue.length > 0);
+    if (active.length === 0) return false;
+    const start = this.#round++ % active.length;
+    const order = [...active.slice(start), ...active.slice(0, start)];
+    let budget = this.limits.maxBatchTokens;
+    const requests: StepRequest[] = [];
+    const owners: Array<{ hosted: Hosted; job: Job; tokens: number[] }> = [];
+
+    for (const hosted of order) {
+      const job = hosted.queue[0]!;
+      if (job.op.kind === "close") {
+        await this.#close(hosted, job);
+        continue;
+      }
+      if (budget <= 0) continue;
+      let tokens: number[];
+      if (job.pending.length > 0) {
+        tokens = job.pending.splice(0, Math.min(job.pending.length, this.limits.prefillChunk, budget));
+      } else if (job.generate) {
+        const g = job.generate;
+        if (g.generated.length >= g.maxNew || g.stopHit || job.signal?.aborted) {
+          this.#finishGenerate(hosted, job);
+          continue;
+        }
+        const next = hosted.session.nextLogprobs;
+        if (!next) {
+          this.#fail(hosted, job, new InvalidRequestError("generate needs context: the session is empty and no prompt was given"));
+          continue;
+        }
+        const token = g.sampler.sample(next);
+        g.generated.push(token);
+        const text = this.engine.tokenizer ? this.engine.tokenizer.decode(g.generated) : "";
+        const piece = text.slice(g.text.length);
+        g.text = text;
+        job.emit({ kind: "token", session: hosted.id, requestId: job.op.requestId, index: g.generated.length - 1, token, text: piece });
+        if (g.stop.some((s) => text.includes(s))) g.stopHit = true;
+        tokens = [token];
+      } else {
+        this.#finishAppend(hosted, job);
+        continue;
+      }
+      budget -= tokens.length;
+      job.started = true;
+      requests.push({ session: hosted.session, tokens, logprobs: job.wantLogprobs });
+      owners.push({ hosted, job, tokens });
+    }
+    if (requests.length === 0) return true;
+
+    const t0 = performance.now();
+    let results;
+    try {
+      results = await this.engine.step(requests);
+    } catch (err) {
+      for (const o of owners) this.#fail(o.hosted, o.job, err);
+      return true;
+    }
+    this.stats.steps++;
+    this.stats.stepTokens += requests.reduce((s, r) => s + r.tokens.length, 0);
+    this.#stepListener?.(requests.length, requests.reduce((s, r) => s + r.tokens.length, 0), performance.now() - t0);
+
+    owners.forEach((o, i) => {
+      o.job.appended.push(...o.tokens);
+      const lp = results[i]?.tokenLogprobs;
+      if (lp) for (const v of lp) o.job.logprobs.push(v);
+      if (o.job.op.kind === "append" && o.job.pending.length === 0) this.#finishAppend(o.hosted, o.job);
+    });
+    return true;
+  }
+
+  #finishAppend(hosted: Hosted, job: Job): void {
+    hosted.queue.shift();
+    void hosted.session
+      .info()
+      .then((info) => {
+        job.emit({
+          kind: "appended",
+          session: hosted.id,
+          requestId: job.op.requestId,
+          tokens: job.appended,
+          ...(job.wantLogprobs ? { logprobs: job.logprobs } : {}),
+          tokensSeen: info.tokensSeen,
+        });
+        job.resolve();
+      })
+      .catch(job.reject);
+  }
+
+  #finishGenerate(hosted: Hosted, job: Job): void {
+    hosted.queue.shift();
+    const g = job.generate!;
+    let text = g.text;
+    let reason: "length" | "stop" | "cancelled" = "length";
+    if (g.stopHit) {
+      reason = "stop";
+      const cut = Math.min(...g.stop.map((s) => text.indexOf(s)).filter((i) => i >= 0));
+      text = text.slice(0, cut);
+    } else if (job.signal?.aborted && g.generated.length < g.maxNew) {
+      reason = "cancelled";
+    }
+    job.emit({
+      kind: "finished",
+      session: hosted.id,
+      requestId: job.op.requestId,
+      reason,
+      promptTokens: job.promptTokens,
+      generatedTokens: g.generated.length,
+      text,
+    });
+    job.resolve();
+  }
+
+  #fail(hosted: Hosted, job: Job, err: unknown): void {
+    const i = hosted.queue.indexOf(job);
+    if (i >= 0) hosted.queue.splice(i, 1);
+    job.reject(err);
+  }
+
+  async #close(hosted: Hosted, job: Job): Promise<void> {
+    hosted.queue.shift();
+    // Ops queued behind a close fail: the session is gone.
+    for (const rest of hosted.queue.splice(0)) rest.reject(new InvalidRequestError(`session "${hosted.id}" was closed`));
+    this.#sessions.delete(hosted.id);
+    await hosted.session.close();
+    job.emit({ kind: "closed", session: hosted.id, requestId: job.op.requestId, existed: true });
+    job.resolve();
+  }
+}
