@@ -48,6 +48,15 @@ export interface HostedSessionInfo {
 
 export type EventSink = (event: SessionEvent) => void;
 
+export interface HostHooks {
+  /** Called for an unknown session id before creating it: a restored session, or undefined. */
+  restore?: (session: string) => Promise<Session | undefined>;
+  /** Called after each op that changed a session. */
+  changed?: (session: string) => void;
+  /** Called when a session is closed. */
+  closed?: (session: string) => void;
+}
+
 interface Job {
   op: SessionOp;
   emit: EventSink;
@@ -88,16 +97,20 @@ export class SessionHost {
   readonly defaults: Required<SessionConfig>;
   readonly stats: HostStats = { steps: 0, stepTokens: 0 };
   readonly #sessions = new Map<string, Hosted>();
+  readonly #admissions = new Map<string, Promise<void>>();
   #round = 0;
   #running = false;
   #closing = false;
   #idleWaiters: Array<() => void> = [];
   #stepListener: ((batchSessions: number, tokens: number, ms: number) => void) | undefined;
 
-  constructor(engine: Engine, defaults: Required<SessionConfig>, limits: Partial<HostLimits> = {}) {
+  readonly #hooks: HostHooks;
+
+  constructor(engine: Engine, defaults: Required<SessionConfig>, limits: Partial<HostLimits> = {}, hooks: HostHooks = {}) {
     this.engine = engine;
     this.defaults = defaults;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
+    this.#hooks = hooks;
   }
 
   /** Called after every engine step (for metrics). */
@@ -157,7 +170,33 @@ export class SessionHost {
    * op has finished; events are delivered to `emit` as they happen. Input is
    * validated before anything is queued.
    */
-  async execute(op: SessionOp, emit: EventSink, signal?: AbortSignal): Promise<void> {
+  execute(op: SessionOp, emit: EventSink, signal?: AbortSignal): Promise<void> {
+    // Admission (validation, creation or restore, queueing) is serialised per
+    // session id, so ops enter a session's FIFO in the order they arrived even
+    // when creating the session takes a while.
+    const previous = this.#admissions.get(op.session) ?? Promise.resolve();
+    let admitted!: () => void;
+    const gate = new Promise<void>((r) => (admitted = r));
+    const chain = previous.then(() => gate);
+    this.#admissions.set(op.session, chain);
+    void chain.then(() => {
+      if (this.#admissions.get(op.session) === chain) this.#admissions.delete(op.session);
+    });
+    return previous.then(() => this.#admit(op, emit, signal, admitted));
+  }
+
+  async #admit(op: SessionOp, emit: EventSink, signal: AbortSignal | undefined, admitted: () => void): Promise<void> {
+    let queued: { done: Promise<void> };
+    try {
+      queued = await this.#enqueue(op, emit, signal);
+    } finally {
+      admitted();
+    }
+    return queued.done;
+  }
+
+  /** Validates and queues; resolves once queued, carrying the op's completion. */
+  async #enqueue(op: SessionOp, emit: EventSink, signal: AbortSignal | undefined): Promise<{ done: Promise<void> }> {
     if (this.#closing) throw new ShuttingDownError();
     if (typeof op.session !== "string" || op.session.length === 0 || op.session.length > 256)
       throw new InvalidRequestError("session id must be 1 to 256 characters");
@@ -183,10 +222,21 @@ export class SessionHost {
       job.generate = this.#generateState(op);
     }
     let hosted = this.#sessions.get(op.session);
+    if (!hosted && this.#hooks.restore) {
+      const restored = await this.#hooks.restore(op.session);
+      hosted = this.#sessions.get(op.session);
+      if (restored && !hosted) {
+        const i = await restored.info();
+        hosted = { id: op.session, session: restored, config: { policy: i.policy, sinks: i.sinks, window: i.window }, queue: [] };
+        this.#sessions.set(op.session, hosted);
+      } else if (restored) {
+        await restored.close();
+      }
+    }
     if (!hosted) {
       if (op.kind === "close") {
         emit({ kind: "closed", session: op.session, requestId: op.requestId, existed: false });
-        return;
+        return { done: Promise.resolve() };
       }
       if (this.#sessions.size >= this.limits.maxSessions)
         throw new LimitExceededError(`this worker holds its maximum of ${this.limits.maxSessions} sessions`);
@@ -207,7 +257,8 @@ export class SessionHost {
     });
     hosted.queue.push(job);
     this.#kick();
-    return done;
+    // Wrapped: an async function returning the bare promise would wait for it.
+    return { done };
   }
 
   /** Adopts a session restored from a snapshot (failover). */
@@ -222,6 +273,21 @@ export class SessionHost {
     if (!hosted) return undefined;
     const i = await hosted.session.info();
     return { session: id, policy: i.policy, sinks: i.sinks, window: i.window, cacheFill: i.cacheFill, capacity: i.capacity, tokensSeen: i.tokensSeen };
+  }
+
+  /** True when the session has no op queued or running (a clean point to snapshot). */
+  isIdle(id: string): boolean {
+    const h = this.#sessions.get(id);
+    return !h || h.queue.length === 0;
+  }
+
+  /** Drops a session without running its queue (ownership moved away); its ops fail. */
+  async evict(id: string, reason: Error): Promise<void> {
+    const h = this.#sessions.get(id);
+    if (!h) return;
+    this.#sessions.delete(id);
+    for (const job of h.queue.splice(0)) job.reject(reason);
+    await h.session.close();
   }
 
   /** The engine session behind an id (for snapshots). */
@@ -374,6 +440,7 @@ export class SessionHost {
           ...(job.wantLogprobs ? { logprobs: job.logprobs } : {}),
           tokensSeen: info.tokensSeen,
         });
+        this.#hooks.changed?.(hosted.id);
         job.resolve();
       })
       .catch(job.reject);
@@ -400,6 +467,7 @@ export class SessionHost {
       generatedTokens: g.generated.length,
       text,
     });
+    if (g.generated.length > 0 || job.promptTokens > 0) this.#hooks.changed?.(hosted.id);
     job.resolve();
   }
 
@@ -415,6 +483,7 @@ export class SessionHost {
     for (const rest of hosted.queue.splice(0)) rest.reject(new InvalidRequestError(`session "${hosted.id}" was closed`));
     this.#sessions.delete(hosted.id);
     await hosted.session.close();
+    this.#hooks.closed?.(hosted.id);
     job.emit({ kind: "closed", session: hosted.id, requestId: job.op.requestId, existed: true });
     job.resolve();
   }

@@ -1,0 +1,372 @@
+/**
+ * The worker's Kafka side. The consumer group's assignment of input-topic
+ * partitions decides which sessions this worker owns. Records are decoded and
+ * handed to the SessionHost in partition order (per-session order follows),
+ * without waiting for each to finish, so sessions of one partition still
+ * share engine steps. Results go to the output topic; malformed records go to
+ * the dead-letter topic with the reason. Offsets are committed by hand, only
+ * up to what durable snapshots cover (offset-tracker.ts). When too many ops
+ * are queued, partitions are paused until the host drains.
+ */
+import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer } from "kafkajs";
+
+import { ServiceError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { SessionEvent, SessionOp } from "../operations.js";
+import type { SessionHost } from "../session-host.js";
+import type { Snapshotter } from "../snapshotter.js";
+import { PartitionOffsets } from "./offset-tracker.js";
+import { partitionOf } from "./partitioner.js";
+import { decodeInputRecord, encodeErrorRecord, encodeInputRecord, encodeOutputRecord, MalformedRecordError } from "./record-codec.js";
+
+export interface KafkaRuntimeOptions {
+  brokers: string[];
+  clientId: string;
+  group: string;
+  inputTopic: string;
+  outputTopic: string;
+  deadLetterTopic: string;
+  /** Partitions of the input topic when this worker has to create it. */
+  partitions: number;
+  maxMessageBytes: number;
+  /** Snapshot + commit cadence. */
+  checkpointMs: number;
+  /** Pause fetching while more ops than this are queued on the host. */
+  pauseAboveQueuedOps: number;
+}
+
+/** Receives the events of ops this worker logged on behalf of its own gRPC callers. */
+export interface Waiter {
+  emit: (e: SessionEvent) => void;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+export interface KafkaRuntimeEvents {
+  /** Assigned input partitions changed (after a rebalance). */
+  assigned?: (partitions: number[]) => void;
+  /** A record was dead-lettered. */
+  deadLettered?: (reason: string) => void;
+  /** An op produced an event (for metrics). */
+  event?: (e: SessionEvent) => void;
+}
+
+export class KafkaRuntime {
+  readonly options: KafkaRuntimeOptions;
+  readonly #host: SessionHost;
+  readonly #snapshots: Snapshotter;
+  readonly #log: Logger;
+  readonly #kafka: Kafka;
+  readonly #producer: Producer;
+  readonly #consumer: Consumer;
+  readonly #events: KafkaRuntimeEvents;
+  #partitionCount = 0;
+  #assigned = new Set<number>();
+  readonly #offsets = new Map<number, PartitionOffsets>();
+  readonly #sessionPartition = new Map<string, number>();
+  /** Per session: records at or below this offset are already in its restored snapshot. */
+  readonly #skipUpTo = new Map<string, bigint>();
+  readonly #restoreTried = new Set<string>();
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #sendChains = new Map<string, Promise<void>>();
+  readonly #paused = new Set<number>();
+  #checkpointTimer: NodeJS.Timeout | undefined;
+  #checkpointing: Promise<void> = Promise.resolve();
+  #stopping = false;
+
+  constructor(options: KafkaRuntimeOptions, host: SessionHost, snapshots: Snapshotter, log: Logger, events: KafkaRuntimeEvents = {}) {
+    this.options = options;
+    this.#host = host;
+    this.#snapshots = snapshots;
+    this.#log = log;
+    this.#events = events;
+    this.#kafka = new Kafka({
+      clientId: options.clientId,
+      brokers: options.brokers,
+      logLevel: logLevel.WARN,
+      retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5000 },
+      logCreator: () => (entry) => {
+        const { message, ...rest } = entry.log;
+        this.#log.warn(`kafka: ${message}`, { namespace: entry.namespace, ...rest });
+      },
+    });
+    this.#producer = this.#kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    this.#consumer = this.#kafka.consumer({
+      groupId: options.group,
+      sessionTimeout: 10000,
+      heartbeatInterval: 1000,
+      rebalanceTimeout: 20000,
+      allowAutoTopicCreation: false,
+      maxBytesPerPartition: Math.max(options.maxMessageBytes, 1 << 20),
+    });
+  }
+
+  get assignedPartitions(): number[] {
+    return [...this.#assigned].sort((a, b) => a - b);
+  }
+
+  get partitionCount(): number {
+    return this.#partitionCount;
+  }
+
+  partitionOf(session: string): number {
+    return partitionOf(session, this.#partitionCount);
+  }
+
+  owns(session: string): boolean {
+    return this.#assigned.has(this.partitionOf(session));
+  }
+
+  /** Creates the topics if missing, connects, joins the group and starts consuming. */
+  async start(): Promise<void> {
+    const admin = this.#kafka.admin();
+    await admin.connect();
+    try {
+      const existing = new Set(await admin.listTopics());
+      const wanted = [
+        { topic: this.options.inputTopic, numPartitions: this.options.partitions },
+        { topic: this.options.outputTopic, numPartitions: this.options.partitions },
+        { topic: this.options.deadLetterTopic, numPartitions: 1 },
+      ].filter((t) => !existing.has(t.topic));
+      if (wanted.length > 0) {
+        try {
+          await admin.createTopics({ topics: wanted.map((t) => ({ ...t, replicationFactor: -1 })), waitForLeaders: true });
+        } catch (err) {
+          // Another worker may have created them at the same moment.
+          if (!String((err as Error).message).includes("exists")) throw err;
+        }
+      }
+      const meta = await admin.fetchTopicMetadata({ topics: [this.options.inputTopic] });
+      this.#partitionCount = meta.topics[0]!.partitions.length;
+    } finally {
+      await admin.disconnect();
+    }
+    await this.#producer.connect();
+    await this.#consumer.connect();
+    this.#consumer.on(this.#consumer.events.GROUP_JOIN, (e) => {
+      const assigned = e.payload.memberAssignment[this.options.inputTopic] ?? [];
+      void this.#onAssignment(assigned);
+    });
+    this.#consumer.on(this.#consumer.events.CRASH, (e) => {
+      this.#log.error("kafka consumer crashed", { error: String(e.payload.error), restart: e.payload.restart });
+    });
+    await this.#consumer.subscribe({ topics: [this.options.inputTopic], fromBeginning: true });
+    await this.#consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: Math.max(1, this.#partitionCount),
+      eachMessage: (payload) => this.#onMessage(payload),
+    });
+    this.#checkpointTimer = setInterval(() => void this.checkpoint(), this.options.checkpointMs);
+    this.#checkpointTimer.unref();
+  }
+
+  /**
+   * Logs an op (from a gRPC call on this worker, which owns the session) to
+   * the input topic and resolves when the consumer has applied it.
+   */
+  submit(op: SessionOp, emit: (e: SessionEvent) => void): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => this.#waiters.set(op.requestId, { emit, resolve, reject }));
+    this.#producer
+      .send({ topic: this.options.inputTopic, messages: [{ key: op.session, value: encodeInputRecord(op) }] })
+      .catch((err: unknown) => {
+        const w = this.#waiters.get(op.requestId);
+        this.#waiters.delete(op.requestId);
+        w?.reject(err);
+      });
+    return done;
+  }
+
+  /** Produces an input record as an external producer would (feeding, tests). */
+  async produceInput(session: string, value: Buffer): Promise<void> {
+    await this.#producer.send({ topic: this.options.inputTopic, messages: [{ key: session, value }] });
+  }
+
+  async #onAssignment(partitions: number[]): Promise<void> {
+    const next = new Set(partitions);
+    const lost = [...this.#assigned].filter((p) => !next.has(p));
+    this.#assigned = next;
+    this.#log.info("input partitions assigned", { partitions: [...next].sort((a, b) => a - b), lost });
+    for (const p of lost) {
+      this.#paused.delete(p);
+      await this.#release(p);
+    }
+    this.#events.assigned?.(this.assignedPartitions);
+  }
+
+  /** Hands a lost partition over: final snapshots of its sessions, then drop them. */
+  async #release(partition: number): Promise<void> {
+    const sessions = [...this.#sessionPartition].filter(([, p]) => p === partition).map(([s]) => s);
+    await Promise.race([this.#host.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
+    const offsets = this.#offsets.get(partition);
+    for (const s of sessions) {
+      const last = offsets?.lastApplied.get(s);
+      if (last !== undefined) await this.#snapshots.saveIdle(s, { partition, inputOffset: last.toString() });
+      await this.#host.evict(s, new ServiceError("OWNER_UNAVAILABLE", `session "${s}" moved to another worker`));
+      this.#sessionPartition.delete(s);
+      this.#skipUpTo.delete(s);
+      this.#restoreTried.delete(s);
+    }
+    this.#offsets.delete(partition);
+  }
+
+  async #onMessage({ partition, message }: EachMessagePayload): Promise<void> {
+    const offset = BigInt(message.offset);
+    let offsets = this.#offsets.get(partition);
+    if (!offsets) {
+      offsets = new PartitionOffsets();
+      this.#offsets.set(partition, offsets);
+    }
+    offsets.started(offset);
+    let op: SessionOp;
+    try {
+      op = decodeInputRecord(message.key, message.value, this.options.maxMessageBytes);
+    } catch (err) {
+      if (!(err instanceof MalformedRecordError)) throw err;
+      await this.#deadLetter(partition, message.offset, message.key, message.value, err.message);
+      offsets.finished(offset);
+      return;
+    }
+    const session = op.session;
+    this.#sessionPartition.set(session, partition);
+    if (!this.#restoreTried.has(session) && !this.#host.has(session)) {
+      this.#restoreTried.add(session);
+      const restored = await this.#snapshots.restore(session);
+      if (restored) {
+        const i = await restored.session.info();
+        await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
+        if (restored.meta.inputOffset !== undefined) {
+          const covered = BigInt(restored.meta.inputOffset);
+          this.#skipUpTo.set(session, covered);
+          offsets.lastApplied.set(session, covered);
+        }
+      }
+    }
+    const skip = this.#skipUpTo.get(session);
+    if (skip !== undefined && offset <= skip) {
+      // Already applied: the restored snapshot covers this record.
+      offsets.finished(offset);
+      this.#settleWaiter(op.requestId, undefined);
+      return;
+    }
+    let seq = 0;
+    const waiter = this.#waiters.get(op.requestId);
+    const emit = (e: SessionEvent) => {
+      this.#send(session, encodeOutputRecord(e, seq++), op.requestId);
+      this.#events.event?.(e);
+      waiter?.emit(e);
+    };
+    const execution = this.#host.execute(op, emit);
+    void execution.then(
+      () => {
+        offsets.finished(offset, session);
+        if (op.kind === "close") {
+          offsets.forget(session);
+          void this.#snapshots.forget(session);
+        }
+        this.#settleWaiter(op.requestId, undefined);
+        this.#maybeResume();
+      },
+      (err: unknown) => {
+        const code = err instanceof ServiceError ? err.code : ((err as { code?: string }).code ?? "INTERNAL");
+        this.#send(session, encodeErrorRecord(session, op.requestId, seq++, code, (err as Error).message), op.requestId);
+        offsets.finished(offset);
+        this.#settleWaiter(op.requestId, err);
+        this.#maybeResume();
+      },
+    );
+    if (this.#host.queuedOps > this.options.pauseAboveQueuedOps && !this.#paused.has(partition)) {
+      this.#paused.add(partition);
+      this.#consumer.pause([{ topic: this.options.inputTopic, partitions: [partition] }]);
+    }
+  }
+
+  #settleWaiter(requestId: string, err: unknown): void {
+    const w = this.#waiters.get(requestId);
+    if (!w) return;
+    this.#waiters.delete(requestId);
+    if (err === undefined) w.resolve();
+    else w.reject(err);
+  }
+
+  #maybeResume(): void {
+    if (this.#paused.size === 0 || this.#host.queuedOps > this.options.pauseAboveQueuedOps / 2) return;
+    const partitions = [...this.#paused].filter((p) => this.#assigned.has(p));
+    this.#paused.clear();
+    if (partitions.length > 0) this.#consumer.resume([{ topic: this.options.inputTopic, partitions }]);
+  }
+
+  /** Output records of one session are sent in order. */
+  #send(session: string, value: Buffer, requestId: string): void {
+    const prev = this.#sendChains.get(session) ?? Promise.resolve();
+    const next = prev
+      .then(() => this.#producer.send({ topic: this.options.outputTopic, messages: [{ key: session, value, headers: { "request-id": requestId } }] }))
+      .then(
+        () => undefined,
+        (err: unknown) => this.#log.error("output record not written", { session, requestId, error: String(err) }),
+      );
+    this.#sendChains.set(session, next);
+    void next.then(() => {
+      if (this.#sendChains.get(session) === next) this.#sendChains.delete(session);
+    });
+  }
+
+  async #deadLetter(partition: number, offset: string, key: Buffer | null, value: Buffer | null, reason: string): Promise<void> {
+    this.#log.warn("record dead-lettered", { partition, offset, reason });
+    this.#events.deadLettered?.(reason);
+    await this.#producer.send({
+      topic: this.options.deadLetterTopic,
+      messages: [
+        {
+          key,
+          value,
+          headers: {
+            "streamsink-dlq-reason": reason,
+            "streamsink-source-topic": this.options.inputTopic,
+            "streamsink-source-partition": String(partition),
+            "streamsink-source-offset": offset,
+          },
+        },
+      ],
+    });
+  }
+
+  /** Snapshots sessions with applied-but-unsnapshotted records, then commits what is covered. */
+  checkpoint(): Promise<void> {
+    this.#checkpointing = this.#checkpointing.then(() => this.#checkpointNow()).catch((err: unknown) => {
+      this.#log.warn("checkpoint failed; will retry", { error: String(err) });
+    });
+    return this.#checkpointing;
+  }
+
+  async #checkpointNow(): Promise<void> {
+    const commits: Array<{ topic: string; partition: number; offset: string }> = [];
+    for (const [partition, offsets] of this.#offsets) {
+      if (!this.#assigned.has(partition)) continue;
+      for (const s of offsets.sessionsNeedingSnapshot()) {
+        const last = offsets.lastApplied.get(s);
+        if (last === undefined) continue;
+        if (!this.#host.has(s)) {
+          offsets.forget(s);
+          continue;
+        }
+        if (await this.#snapshots.saveIdle(s, { partition, inputOffset: last.toString() })) offsets.snapshotted(s, last);
+      }
+      const c = offsets.committable();
+      if (c !== undefined) commits.push({ topic: this.options.inputTopic, partition, offset: c.toString() });
+    }
+    if (commits.length > 0) await this.#consumer.commitOffsets(commits);
+  }
+
+  /** Drains owned work, takes final snapshots, commits, and leaves the group. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#checkpointTimer) clearInterval(this.#checkpointTimer);
+    this.#consumer.pause([{ topic: this.options.inputTopic }]);
+    await this.#host.idle();
+    await this.#checkpointNow().catch((err: unknown) => this.#log.warn("final checkpoint failed", { error: String(err) }));
+    await Promise.all([...this.#sendChains.values()]);
+    await this.#consumer.disconnect();
+    await this.#producer.disconnect();
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Which input offsets of one partition may be committed. An offset is
+ * committable when every record before it has been applied AND every session
+ * those records touched has a durable snapshot covering them: a restarted
+ * owner restores the snapshots and replays from the committed offset,
+ * skipping records a snapshot already covers (SnapshotMeta.inputOffset).
+ */
+export class PartitionOffsets {
+  readonly #inflight = new Set<bigint>();
+  #next = -1n; // one past the highest offset seen
+  /** Per session: first applied offset not yet covered by a durable snapshot. */
+  readonly #unsnapshotted = new Map<string, bigint>();
+  /** Per session: last applied offset. */
+  readonly lastApplied = new Map<string, bigint>();
+
+  started(offset: bigint): void {
+    this.#inflight.add(offset);
+    if (offset + 1n > this.#next) this.#next = offset + 1n;
+  }
+
+  /** The record at `offset` finished; `session` is set when it changed that session. */
+  finished(offset: bigint, session?: string): void {
+    this.#inflight.delete(offset);
+    if (session !== undefined) {
+      this.lastApplied.set(session, offset);
+      if (!this.#unsnapshotted.has(session)) this.#unsnapshotted.set(session, offset);
+    }
+  }
+
+  /** A snapshot of `session` covering records up to `offset` is durable. */
+  snapshotted(session: string, offset: bigint): void {
+    const last = this.lastApplied.get(session);
+    if (last === undefined || last <= offset) this.#unsnapshotted.delete(session);
+    else this.#unsnapshotted.set(session, offset + 1n);
+  }
+
+  /** The session is gone (closed, its snapshot deleted): nothing to cover. */
+  forget(session: string): void {
+    this.#unsnapshotted.delete(session);
+    this.lastApplied.delete(session);
+  }
+
+  sessionsNeedingSnapshot(): string[] {
+    return [...this.#unsnapshotted.keys()];
+  }
+
+  /** The offset to commit (next record to read after a restart), or undefined if nothing was seen. */
+  committable(): bigint | undefined {
+    if (this.#next < 0n) return undefined;
+    let low = this.#next;
+    for (const o of this.#inflight) if (o < low) low = o;
+    for (const o of this.#unsnapshotted.values()) if (o < low) low = o;
+    return low;
+  }
+
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Partition -> owner address, published in Redis by each worker after every
+ * rebalance, read by workers that receive a gRPC call for a session they do
+ * not own. Kafka decides ownership; this only makes it findable.
+ */
+import type { Redis } from "ioredis";
+
+import type { RedisKeys } from "./keys.js";
+
+export class OwnershipRegistry {
+  readonly #key: string;
+
+  constructor(
+    readonly redis: Redis,
+    keys: RedisKeys,
+    group: string,
+    topic: string,
+  ) {
+    this.#key = keys.owners(group, topic);
+  }
+
+  async publish(partitions: readonly number[], address: string): Promise<void> {
+    if (partitions.length === 0) return;
+    const fields: string[] = [];
+    for (const p of partitions) fields.push(String(p), address);
+    await this.redis.hset(this.#key, ...fields);
+  }
+
+  async ownerOf(partition: number): Promise<string | undefined> {
+    return (await this.redis.hget(this.#key, String(partition))) ?? undefined;
+  }
+}

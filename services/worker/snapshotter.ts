@@ -1,0 +1,140 @@
+/**
+ * Periodic session snapshots for the embedded (no Redis) mode: sessions that
+ * changed are exported and saved every `intervalMs`, all of them on shutdown,
+ * and an unknown session id is restored from its snapshot on first use. A
+ * corrupt or foreign snapshot is logged, counted, deleted, and the session
+ * starts empty; the worker keeps serving.
+ */
+import { type Engine, type Session, SnapshotError } from "../engine/index.js";
+import type { Logger } from "./logger.js";
+import type { SessionHost } from "./session-host.js";
+import { CorruptSnapshotError, type SnapshotMeta, type SnapshotStore } from "./snapshot-store.js";
+
+export interface SnapshotStats {
+  saved: number;
+  savedBytes: number;
+  failed: number;
+  restored: number;
+  rejected: number;
+}
+
+export class Snapshotter {
+  readonly stats: SnapshotStats = { saved: 0, savedBytes: 0, failed: 0, restored: 0, rejected: 0 };
+  readonly #engine: Engine;
+  readonly #store: SnapshotStore;
+  readonly #log: Logger;
+  readonly #dirty = new Set<string>();
+  #host: SessionHost | undefined;
+  #metaFor: (session: string) => SnapshotMeta = () => ({});
+  #timer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(engine: Engine, store: SnapshotStore, log: Logger) {
+    this.#engine = engine;
+    this.#store = store;
+    this.#log = log;
+  }
+
+  /** `metaFor` says what each session's snapshot covers (input offsets). */
+  attach(host: SessionHost, intervalMs: number, metaFor?: (session: string) => SnapshotMeta): void {
+    this.#host = host;
+    if (metaFor) this.#metaFor = metaFor;
+    if (intervalMs > 0) {
+      this.#timer = setInterval(() => void this.flush(), intervalMs);
+      this.#timer.unref();
+    }
+  }
+
+  markDirty(session: string): void {
+    this.#dirty.add(session);
+  }
+
+  async forget(session: string): Promise<void> {
+    this.#dirty.delete(session);
+    await this.#store.delete(session).catch((err: unknown) => this.#log.warn("snapshot delete failed", { session, error: String(err) }));
+  }
+
+  async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | undefined> {
+    let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
+    try {
+      loaded = await this.#store.load(session);
+    } catch (err) {
+      if (err instanceof CorruptSnapshotError) {
+        this.stats.rejected++;
+        this.#log.error("snapshot rejected; starting the session empty", { session, code: err.code, reason: err.message });
+        await this.#store.delete(session).catch(() => undefined);
+      } else {
+        this.#log.warn("snapshot read failed; starting the session empty", { session, error: String(err) });
+      }
+      return undefined;
+    }
+    if (!loaded) return undefined;
+    try {
+      const restored = await this.#engine.importSession(loaded.bytes);
+      this.stats.restored++;
+      this.#log.info("session restored from snapshot", { session, bytes: loaded.bytes.length, ...loaded.meta });
+      return { session: restored, meta: loaded.meta };
+    } catch (err) {
+      if (!(err instanceof SnapshotError)) throw err;
+      this.stats.rejected++;
+      this.#log.error("snapshot rejected; starting the session empty", { session, code: err.code, reason: err.message });
+      await this.#store.delete(session).catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /** Saves every session marked dirty (or all, with `all`; or just `only`). */
+  flush(all = false, only?: ReadonlySet<string>): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#flushNow(all, only));
+    return this.#flushing;
+  }
+
+  async #flushNow(all: boolean, only?: ReadonlySet<string>): Promise<void> {
+    const host = this.#host;
+    if (!host) return;
+    let ids = all ? host.sessionIds() : [...this.#dirty];
+    if (only) ids = ids.filter((id) => only.has(id));
+    for (const id of ids) this.#dirty.delete(id);
+    for (const id of ids) {
+      const session = host.engineSession(id);
+      if (!session || session.closed) continue;
+      try {
+        const meta = this.#metaFor(id);
+        const bytes = await session.export();
+        await this.#store.save(id, bytes, meta);
+        this.stats.saved++;
+        this.stats.savedBytes += bytes.length;
+      } catch (err) {
+        this.stats.failed++;
+        this.#dirty.add(id);
+        this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
+      }
+    }
+  }
+
+  /**
+   * Exports and saves one session now if it is at an op boundary (idle);
+   * resolves true when a snapshot with `meta` is durable.
+   */
+  async saveIdle(id: string, meta: SnapshotMeta): Promise<boolean> {
+    const host = this.#host;
+    const session = host?.engineSession(id);
+    if (!host || !session || session.closed || !host.isIdle(id)) return false;
+    try {
+      const bytes = await session.export();
+      await this.#store.save(id, bytes, meta);
+      this.stats.saved++;
+      this.stats.savedBytes += bytes.length;
+      return true;
+    } catch (err) {
+      this.stats.failed++;
+      this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
+      return false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.flush(true);
+  }
+}
