@@ -4,16 +4,33 @@
  *   streamsink score ...   stream a file through a session, report perplexity
  *   streamsink bench ...   tokens/s and per-token latency per cache policy
  */
+import { status } from "@grpc/grpc-js";
+
 import { EngineError } from "../engine/index.js";
+import { ConfigError, serveUsage } from "../worker/config.js";
 import { BENCH_USAGE, runBench } from "./bench.js";
+import { CHAT_USAGE, FEED_USAGE, GENERATE_USAGE, runChat, runFeed, runGenerate } from "./client-commands.js";
+import { runServe } from "./serve.js";
 import { runScore, SCORE_USAGE } from "./score.js";
 import { UsageError } from "./usage-error.js";
 
 const USAGE = `usage: streamsink <command> [options]
 
 commands:
-  score   stream text or token ids through one session; mean NLL and perplexity
-  bench   tokens/s and per-token latency per cache policy and cache size
+  serve     run a worker: gRPC API, Kafka input (optional), snapshots
+  generate  stream a generation from a running server
+  chat      line-by-line chat with a session on a running server
+  feed      stream a text file into a session on a running server
+  score     stream text or token ids through one session; mean NLL and perplexity
+  bench     tokens/s and per-token latency per cache policy and cache size
+
+${serveUsage()}
+
+${GENERATE_USAGE}
+
+${CHAT_USAGE}
+
+${FEED_USAGE}
 
 ${SCORE_USAGE}
 
@@ -23,6 +40,18 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case "serve":
+        await runServe(rest);
+        return 0;
+      case "generate":
+        await runGenerate(rest);
+        return 0;
+      case "chat":
+        await runChat(rest);
+        return 0;
+      case "feed":
+        await runFeed(rest);
+        return 0;
       case "score":
         await runScore(rest);
         return 0;
@@ -42,6 +71,15 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof UsageError || e.code?.startsWith("ERR_PARSE_ARGS")) {
       process.stderr.write(`streamsink: ${e.message}\n\n${USAGE}\n`);
       return 2;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`streamsink: ${err.message}\n`);
+      return 2;
+    }
+    if (typeof (err as { code?: unknown }).code === "number" && typeof (err as { details?: unknown }).details === "string") {
+      const g = err as { code: number; details: string };
+      process.stderr.write(`streamsink: ${g.details} (${status[g.code] ?? g.code})\n`);
+      return 1;
     }
     if (err instanceof EngineError) {
       process.stderr.write(`streamsink: ${err.message} (${err.code})\n`);

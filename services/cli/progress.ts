@@ -6,6 +6,7 @@ export class ProgressBar {
   readonly #total: number;
   readonly #label: string;
   readonly #enabled: boolean;
+  readonly #stream: NodeJS.WriteStream;
   readonly #started = Date.now();
   #lastDraw = 0;
 
@@ -13,6 +14,7 @@ export class ProgressBar {
     this.#label = label;
     this.#total = Math.max(1, total);
     this.#enabled = Boolean(stream.isTTY);
+    this.#stream = stream;
   }
 
   update(done: number): void {
@@ -26,13 +28,13 @@ export class ProgressBar {
     const elapsed = (now - this.#started) / 1000;
     const rate = elapsed > 0 ? done / elapsed : 0;
     const eta = rate > 0 ? (this.#total - done) / rate : 0;
-    process.stderr.write(
+    this.#stream.write(
       `\r${this.#label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${this.#total} ` +
         `${rate.toFixed(1)}/s eta ${eta.toFixed(0)}s `,
     );
   }
 
   finish(): void {
-    if (this.#enabled) process.stderr.write("\n");
+    if (this.#enabled) this.#stream.write("\n");
   }
 }

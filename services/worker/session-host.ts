@@ -9,7 +9,7 @@
  * step runs them all; results go back to each op. Ops on one session never
  * overlap or reorder; ops on different sessions share steps freely.
  */
-import { Engine, type Policy, Sampler, type Session, type StepRequest } from "../engine/index.js";
+import { Engine, type Policy, Sampler, type Session, type StepRequest, type StepResult } from "../engine/index.js";
 import { InvalidRequestError, LimitExceededError, ShuttingDownError } from "./errors.js";
 import type { GenerateOp, OpInput, SessionConfig, SessionEvent, SessionOp } from "./operations.js";
 
@@ -18,7 +18,7 @@ export interface HostLimits {
   maxSessions: number;
   /** Ops waiting per session (including the running one). */
   maxQueuePerSession: number;
-  /** Tokens (or text bytes / 2) in one append or prompt. */
+  /** Tokens in one append or prompt (text longer than 8 characters per token is refused before tokenizing). */
   maxInputTokens: number;
   maxNewTokens: number;
   /** Tokens one engine step may carry over all sessions. */
@@ -72,8 +72,13 @@ interface Job {
   generate?: {
     sampler: Sampler;
     generated: number[];
+    /** Text of the pieces emitted so far. */
     text: string;
+    /** Incremental detokenisation: decode from prefixOffset, emit what lies past readOffset. */
+    prefixOffset: number;
+    readOffset: number;
     stop: string[];
+    maxStop: number;
     maxNew: number;
     stopHit: boolean;
   };
@@ -84,6 +89,7 @@ interface Hosted {
   session: Session;
   config: Required<SessionConfig>;
   queue: Job[];
+  tokensSeen: number;
 }
 
 export interface HostStats {
@@ -139,7 +145,7 @@ export class SessionHost {
     if (hasText) {
       const tokenizer = this.engine.tokenizer;
       if (!tokenizer) throw new InvalidRequestError(`${what}: the model has no tokenizer; send token ids`);
-      if (input!.text!.length > this.limits.maxInputTokens * 8) throw new LimitExceededError(`${what}: text longer than the input limit`);
+      if (input!.text!.length > this.limits.maxInputTokens * 8) throw new InvalidRequestError(`${what}: text longer than the input limit`);
       ids = tokenizer.encode(input!.text!);
     } else if (hasTokens) {
       ids = [...input!.tokens!];
@@ -151,7 +157,7 @@ export class SessionHost {
     }
     if (ids.length === 0 && !allowEmpty) throw new InvalidRequestError(`${what}: empty input`);
     if (ids.length > this.limits.maxInputTokens)
-      throw new LimitExceededError(`${what}: ${ids.length} tokens exceed the limit of ${this.limits.maxInputTokens}`);
+      throw new InvalidRequestError(`${what}: ${ids.length} tokens exceed the limit of ${this.limits.maxInputTokens}`);
     return ids;
   }
 
@@ -227,7 +233,7 @@ export class SessionHost {
       hosted = this.#sessions.get(op.session);
       if (restored && !hosted) {
         const i = await restored.info();
-        hosted = { id: op.session, session: restored, config: { policy: i.policy, sinks: i.sinks, window: i.window }, queue: [] };
+        hosted = { id: op.session, session: restored, config: { policy: i.policy, sinks: i.sinks, window: i.window }, queue: [], tokensSeen: i.tokensSeen };
         this.#sessions.set(op.session, hosted);
       } else if (restored) {
         await restored.close();
@@ -238,6 +244,8 @@ export class SessionHost {
         emit({ kind: "closed", session: op.session, requestId: op.requestId, existed: false });
         return { done: Promise.resolve() };
       }
+      if (op.kind === "generate" && job.pending.length === 0)
+        throw new InvalidRequestError("generate needs context: the session is empty and no prompt was given");
       if (this.#sessions.size >= this.limits.maxSessions)
         throw new LimitExceededError(`this worker holds its maximum of ${this.limits.maxSessions} sessions`);
       const config = this.resolveConfig(op.config);
@@ -245,7 +253,7 @@ export class SessionHost {
       hosted = this.#sessions.get(op.session);
       if (hosted) await session.close();
       else {
-        hosted = { id: op.session, session, config, queue: [] };
+        hosted = { id: op.session, session, config, queue: [], tokensSeen: 0 };
         this.#sessions.set(op.session, hosted);
       }
     }
@@ -265,7 +273,8 @@ export class SessionHost {
   async adopt(id: string, session: Session, config: Required<SessionConfig>): Promise<void> {
     const existing = this.#sessions.get(id);
     if (existing) await existing.session.close();
-    this.#sessions.set(id, { id, session, config, queue: [] });
+    const info = await session.info();
+    this.#sessions.set(id, { id, session, config, queue: [], tokensSeen: info.tokensSeen });
   }
 
   async info(id: string): Promise<HostedSessionInfo | undefined> {
@@ -329,7 +338,7 @@ export class SessionHost {
     } catch (err) {
       throw new InvalidRequestError((err as Error).message, { cause: err });
     }
-    return { sampler, generated: [], text: "", stop, maxNew, stopHit: false };
+    return { sampler, generated: [], text: "", prefixOffset: 0, readOffset: 0, stop, maxStop: Math.max(0, ...stop.map((x) => x.length)), maxNew, stopHit: false };
   }
 
   #kick(): void {
@@ -389,11 +398,13 @@ export class SessionHost {
         }
         const token = g.sampler.sample(next);
         g.generated.push(token);
-        const text = this.engine.tokenizer ? this.engine.tokenizer.decode(g.generated) : "";
-        const piece = text.slice(g.text.length);
-        g.text = text;
+        const piece = this.#nextPiece(g);
+        g.text += piece;
         job.emit({ kind: "token", session: hosted.id, requestId: job.op.requestId, index: g.generated.length - 1, token, text: piece });
-        if (g.stop.some((s) => text.includes(s))) g.stopHit = true;
+        if (piece.length > 0 && g.maxStop > 0) {
+          const tail = g.text.slice(Math.max(0, g.text.length - piece.length - g.maxStop + 1));
+          if (g.stop.some((x) => tail.includes(x))) g.stopHit = true;
+        }
         tokens = [token];
       } else {
         this.#finishAppend(hosted, job);
@@ -407,18 +418,35 @@ export class SessionHost {
     if (requests.length === 0) return true;
 
     const t0 = performance.now();
-    let results;
+    let results: Array<StepResult | undefined>;
     try {
       results = await this.engine.step(requests);
     } catch (err) {
-      for (const o of owners) this.#fail(o.hosted, o.job, err);
-      return true;
+      // Input is validated before it is queued, so a failed step is rare (a
+      // dense session at its limit, memory). The engine validates a whole step
+      // before touching any session, so rerunning each request alone is safe
+      // and fails only the ones at fault.
+      if (requests.length === 1) {
+        this.#fail(owners[0]!.hosted, owners[0]!.job, err);
+        return true;
+      }
+      results = [];
+      for (let i = 0; i < requests.length; i++) {
+        try {
+          results.push((await this.engine.step([requests[i]!]))[0]);
+        } catch (single) {
+          results.push(undefined);
+          this.#fail(owners[i]!.hosted, owners[i]!.job, single);
+        }
+      }
     }
     this.stats.steps++;
     this.stats.stepTokens += requests.reduce((s, r) => s + r.tokens.length, 0);
     this.#stepListener?.(requests.length, requests.reduce((s, r) => s + r.tokens.length, 0), performance.now() - t0);
 
     owners.forEach((o, i) => {
+      if (!results[i]) return;
+      o.hosted.tokensSeen += o.tokens.length;
       o.job.appended.push(...o.tokens);
       const lp = results[i]?.tokenLogprobs;
       if (lp) for (const v of lp) o.job.logprobs.push(v);
@@ -429,27 +457,49 @@ export class SessionHost {
 
   #finishAppend(hosted: Hosted, job: Job): void {
     hosted.queue.shift();
-    void hosted.session
-      .info()
-      .then((info) => {
-        job.emit({
-          kind: "appended",
-          session: hosted.id,
-          requestId: job.op.requestId,
-          tokens: job.appended,
-          ...(job.wantLogprobs ? { logprobs: job.logprobs } : {}),
-          tokensSeen: info.tokensSeen,
-        });
-        this.#hooks.changed?.(hosted.id);
-        job.resolve();
-      })
-      .catch(job.reject);
+    job.emit({
+      kind: "appended",
+      session: hosted.id,
+      requestId: job.op.requestId,
+      tokens: job.appended,
+      ...(job.wantLogprobs ? { logprobs: job.logprobs } : {}),
+      tokensSeen: hosted.tokensSeen,
+    });
+    this.#hooks.changed?.(hosted.id);
+    job.resolve();
+  }
+
+  /**
+   * The text the newest generated token adds. Decoding restarts a few tokens
+   * back (prefixOffset) so byte-level pieces that complete a UTF-8 character
+   * together come out together; a piece ending in an incomplete character
+   * (U+FFFD) is held back until the next token completes it.
+   */
+  #nextPiece(g: NonNullable<Job["generate"]>): string {
+    const tokenizer = this.engine.tokenizer;
+    if (!tokenizer) return "";
+    const prefix = g.readOffset > g.prefixOffset ? tokenizer.decode(g.generated.slice(g.prefixOffset, g.readOffset)) : "";
+    const full = tokenizer.decode(g.generated.slice(g.prefixOffset));
+    if (full.length > prefix.length && !full.endsWith("\uFFFD")) {
+      g.prefixOffset = g.readOffset;
+      g.readOffset = g.generated.length;
+      return full.slice(prefix.length);
+    }
+    return "";
+  }
+
+  /** Text still held back when a generation ends (an incomplete character at the end). */
+  #remainder(g: NonNullable<Job["generate"]>): string {
+    const tokenizer = this.engine.tokenizer;
+    if (!tokenizer || g.readOffset >= g.generated.length) return "";
+    const prefix = g.readOffset > g.prefixOffset ? tokenizer.decode(g.generated.slice(g.prefixOffset, g.readOffset)) : "";
+    return tokenizer.decode(g.generated.slice(g.prefixOffset)).slice(prefix.length);
   }
 
   #finishGenerate(hosted: Hosted, job: Job): void {
     hosted.queue.shift();
     const g = job.generate!;
-    let text = g.text;
+    let text = g.text + this.#remainder(g);
     let reason: "length" | "stop" | "cancelled" = "length";
     if (g.stopHit) {
       reason = "stop";

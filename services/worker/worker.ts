@@ -1,0 +1,214 @@
+/**
+ * A streamsink worker: the engine with the bundled or configured model, the
+ * SessionHost scheduler, the gRPC API, snapshots, and (when configured) the
+ * Kafka log with Redis-published ownership. With no Kafka and no Redis it is a
+ * single self-contained worker: ops run directly, snapshots go to a local
+ * directory and sessions survive a restart.
+ */
+import { Redis } from "ioredis";
+
+import { Engine } from "../engine/index.js";
+import { GrpcServer } from "../grpc/grpc-server.js";
+import { LocalSessionGateway, type SessionGateway } from "../grpc/session-gateway.js";
+import { ClusterSessionGateway } from "./cluster-gateway.js";
+import type { WorkerConfig } from "./config.js";
+import { KafkaRuntime } from "./kafka/kafka-runtime.js";
+import { createLogger, type Logger } from "./logger.js";
+import { WorkerMetrics } from "./metrics.js";
+import { RedisKeys } from "./redis/keys.js";
+import { OwnershipRegistry } from "./redis/ownership-registry.js";
+import { RedisSnapshotStore } from "./redis/redis-snapshot-store.js";
+import { SessionHost } from "./session-host.js";
+import { FileSnapshotStore, type SnapshotStore } from "./snapshot-store.js";
+import { Snapshotter } from "./snapshotter.js";
+
+export interface WorkerOptions {
+  /** Snapshot cadence in the embedded mode; checkpoint (snapshot + commit) cadence with Kafka. */
+  snapshotIntervalMs?: number;
+  /** Prefix of Redis keys (tests isolate themselves with it). */
+  redisPrefix?: string;
+  log?: Logger;
+}
+
+export class Worker {
+  readonly config: WorkerConfig;
+  readonly engine: Engine;
+  readonly host: SessionHost;
+  readonly grpc: GrpcServer;
+  readonly metrics: WorkerMetrics;
+  readonly kafka: KafkaRuntime | undefined;
+  readonly log: Logger;
+  grpcPort = 0;
+  metricsPort = 0;
+  readonly #snapshots: Snapshotter;
+  readonly #gateway: SessionGateway & { close?: () => void };
+  readonly #redis: Redis | undefined;
+  #stopped: Promise<void> | undefined;
+
+  private constructor(parts: {
+    config: WorkerConfig;
+    engine: Engine;
+    host: SessionHost;
+    grpc: GrpcServer;
+    metrics: WorkerMetrics;
+    kafka: KafkaRuntime | undefined;
+    snapshots: Snapshotter;
+    gateway: SessionGateway;
+    redis: Redis | undefined;
+    log: Logger;
+  }) {
+    this.config = parts.config;
+    this.engine = parts.engine;
+    this.host = parts.host;
+    this.grpc = parts.grpc;
+    this.metrics = parts.metrics;
+    this.kafka = parts.kafka;
+    this.#snapshots = parts.snapshots;
+    this.#gateway = parts.gateway;
+    this.#redis = parts.redis;
+    this.log = parts.log;
+  }
+
+  get advertiseAddress(): string {
+    return this.#gateway.selfAddress;
+  }
+
+  static async start(config: WorkerConfig, options: WorkerOptions = {}): Promise<Worker> {
+    const log = options.log ?? createLogger();
+    const interval = options.snapshotIntervalMs ?? 2000;
+    const engine = await Engine.load(config.model, { backend: config.backend, threads: config.threads });
+    log.info("model loaded", {
+      model: config.model,
+      architecture: engine.info.architecture,
+      parameters: engine.info.parameters,
+      backend: engine.info.backend,
+      threads: engine.info.threads,
+    });
+    const metrics = new WorkerMetrics();
+    let redis: Redis | undefined;
+    let store: SnapshotStore;
+    const keys = new RedisKeys(options.redisPrefix);
+    if (config.redisUrl) {
+      redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
+      redis.on("error", (err: Error) => log.warn("redis error", { error: err.message }));
+      await redis.connect();
+      store = new RedisSnapshotStore(redis, keys);
+    } else {
+      store = new FileSnapshotStore(config.snapshotDir);
+    }
+    const snapshots = new Snapshotter(engine, store, log);
+    const embedded = config.kafkaBrokers.length === 0;
+    const defaults = { policy: config.policy, sinks: config.sinks, window: config.window };
+    const host = new SessionHost(
+      engine,
+      defaults,
+      config.limits,
+      embedded
+        ? {
+            restore: async (id) => (await snapshots.restore(id))?.session,
+            changed: (id) => snapshots.markDirty(id),
+            closed: (id) => void snapshots.forget(id),
+          }
+        : {},
+    );
+    host.onStep((sessions, tokens, ms) => metrics.onStep(sessions, tokens, ms));
+    metrics.sessionCount = () => host.sessionCount;
+
+    let kafka: KafkaRuntime | undefined;
+    let gateway: SessionGateway & { close?: () => void; selfAddress: string };
+    if (embedded) {
+      snapshots.attach(host, interval);
+      gateway = new LocalSessionGateway(host);
+    } else {
+      snapshots.attach(host, 0);
+      kafka = new KafkaRuntime(
+        {
+          brokers: config.kafkaBrokers,
+          clientId: `streamsink-${process.pid}`,
+          group: config.kafkaGroup,
+          inputTopic: config.kafkaInputTopic,
+          outputTopic: config.kafkaOutputTopic,
+          deadLetterTopic: config.kafkaDeadLetterTopic,
+          partitions: config.kafkaPartitions,
+          maxMessageBytes: config.maxMessageBytes,
+          checkpointMs: interval,
+          pauseAboveQueuedOps: config.limits.maxQueuePerSession * 16,
+        },
+        host,
+        snapshots,
+        log,
+        {
+          event: (e) => metrics.onEvent(e),
+          deadLettered: () => metrics.deadLettered.inc(),
+          assigned: (partitions) => {
+            metrics.assignedPartitions.set(partitions.length);
+            if (owners) owners.publish(partitions, gateway.selfAddress).catch((err: unknown) => log.warn("ownership publish failed", { error: String(err) }));
+          },
+        },
+      );
+      const owners = redis ? new OwnershipRegistry(redis, keys, config.kafkaGroup, config.kafkaInputTopic) : undefined;
+      gateway = new ClusterSessionGateway(host, kafka, owners, "");
+    }
+
+    const grpc = new GrpcServer(embedded ? wrapMetrics(gateway, metrics) : gateway, {
+      maxReceiveMessageBytes: config.maxMessageBytes,
+      onInternalError: (method, err) => log.error("internal error answering a call", { method, error: String(err) }),
+    });
+    const grpcPort = await grpc.start(config.grpcHost, config.grpcPort);
+    gateway.selfAddress = config.grpcPort === 0 ? config.advertiseAddress.replace(/:\d+$/, `:${grpcPort}`) : config.advertiseAddress;
+    const worker = new Worker({ config, engine, host, grpc, metrics, kafka, snapshots, gateway, redis, log });
+    worker.grpcPort = grpcPort;
+    if (config.metricsPort > 0) worker.metricsPort = await metrics.listen(config.grpcHost, config.metricsPort);
+    if (kafka) await kafka.start();
+    grpc.setServing(true);
+    log.info("worker serving", {
+      grpc: `${config.grpcHost}:${grpcPort}`,
+      advertise: gateway.selfAddress,
+      metrics: worker.metricsPort || null,
+      mode: embedded ? "embedded (in-process log, local snapshots)" : "cluster (Kafka log)",
+      snapshots: redis ? "redis" : config.snapshotDir,
+    });
+    return worker;
+  }
+
+  /** Graceful stop: refuse new calls, finish in-flight work, snapshot, commit, release. */
+  stop(graceMs = 10_000): Promise<void> {
+    this.#stopped ??= this.#stop(graceMs);
+    return this.#stopped;
+  }
+
+  async #stop(graceMs: number): Promise<void> {
+    this.log.info("worker stopping");
+    this.grpc.setServing(false);
+    await this.grpc.stop(graceMs);
+    if (this.kafka) await this.kafka.stop();
+    await this.host.idle();
+    await this.#snapshots.stop();
+    this.#gateway.close?.();
+    await this.host.close();
+    await this.engine.close();
+    await this.metrics.close();
+    if (this.#redis) await this.#redis.quit().catch(() => undefined);
+    this.log.info("worker stopped");
+  }
+}
+
+/** Counts events of directly executed ops (the Kafka runtime counts its own). */
+function wrapMetrics(gateway: SessionGateway & { selfAddress: string }, metrics: WorkerMetrics): SessionGateway {
+  return {
+    get selfAddress() {
+      return gateway.selfAddress;
+    },
+    execute: (op, emit, signal, context) =>
+      gateway.execute(
+        op,
+        (e) => {
+          metrics.onEvent(e);
+          emit(e);
+        },
+        signal,
+        context,
+      ),
+    getSession: (id, context) => gateway.getSession(id, context),
+  };
+}
