@@ -132,7 +132,11 @@ export class Engine implements AsyncDisposable {
   /** Recreates a session from Session.export() bytes (same model required). */
   async importSession(bytes: Uint8Array): Promise<Session> {
     const id = await this.run((n) => n.importSession(bytes));
-    return this.#track(new Session(this, id));
+    const session = this.#track(new Session(this, id));
+    // A zero-token step returns the restored next-token distribution, so
+    // generation can continue right away.
+    await this.step([{ session, tokens: [] }]);
+    return session;
   }
 
   /**

@@ -27,6 +27,12 @@ export interface SamplingParams {
 
 interface OpBase {
   session: string;
+  /**
+   * Input-topic offset of the record this op came from (Kafka mode). The host
+   * records it as the session's applied offset when the op's effects are
+   * complete, so a snapshot says exactly which records it contains.
+   */
+  logOffset?: string;
   /** Unique per request; used to match results and to recognise duplicates. */
   requestId: string;
   /** Applied when this op creates the session. */

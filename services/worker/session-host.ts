@@ -90,6 +90,8 @@ interface Hosted {
   config: Required<SessionConfig>;
   queue: Job[];
   tokensSeen: number;
+  /** logOffset of the last op whose effects are complete. */
+  appliedOffset?: string;
 }
 
 export interface HostStats {
@@ -284,6 +286,17 @@ export class SessionHost {
     return { session: id, policy: i.policy, sinks: i.sinks, window: i.window, cacheFill: i.cacheFill, capacity: i.capacity, tokensSeen: i.tokensSeen };
   }
 
+  /** Input offset of the last op applied to the session (Kafka mode). */
+  appliedOffset(id: string): string | undefined {
+    return this.#sessions.get(id)?.appliedOffset;
+  }
+
+  /** Sets the applied offset of a restored session (what its snapshot covers). */
+  setAppliedOffset(id: string, offset: string | undefined): void {
+    const h = this.#sessions.get(id);
+    if (h) h.appliedOffset = offset;
+  }
+
   /** True when the session has no op queued or running (a clean point to snapshot). */
   isIdle(id: string): boolean {
     const h = this.#sessions.get(id);
@@ -457,6 +470,7 @@ export class SessionHost {
 
   #finishAppend(hosted: Hosted, job: Job): void {
     hosted.queue.shift();
+    if (job.op.logOffset !== undefined) hosted.appliedOffset = job.op.logOffset;
     job.emit({
       kind: "appended",
       session: hosted.id,
@@ -498,6 +512,7 @@ export class SessionHost {
 
   #finishGenerate(hosted: Hosted, job: Job): void {
     hosted.queue.shift();
+    if (job.op.logOffset !== undefined) hosted.appliedOffset = job.op.logOffset;
     const g = job.generate!;
     let text = g.text + this.#remainder(g);
     let reason: "length" | "stop" | "cancelled" = "length";

@@ -114,27 +114,31 @@ export class Snapshotter {
 
   /**
    * Exports and saves one session now if it is at an op boundary (idle);
-   * resolves true when a snapshot with `meta` is durable.
+   * resolves to the meta saved once the snapshot is durable.
    */
-  async saveIdle(id: string, meta: SnapshotMeta): Promise<boolean> {
+  async saveIdle(id: string, metaNow: () => SnapshotMeta): Promise<SnapshotMeta | undefined> {
     const host = this.#host;
     const session = host?.engineSession(id);
-    if (!host || !session || session.closed || !host.isIdle(id)) return false;
+    if (!host || !session || session.closed || !host.isIdle(id)) return undefined;
     try {
+      // Read together with the idle check and the export call (no await in
+      // between), so the meta describes exactly the state exported.
+      const meta = metaNow();
       const bytes = await session.export();
       await this.#store.save(id, bytes, meta);
       this.stats.saved++;
       this.stats.savedBytes += bytes.length;
-      return true;
+      return meta;
     } catch (err) {
       this.stats.failed++;
       this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
-      return false;
+      return undefined;
     }
   }
 
-  async stop(): Promise<void> {
+  /** Stops the timer; with `flushAll`, saves every session first (embedded mode). */
+  async stop(flushAll: boolean): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await this.flush(true);
+    if (flushAll) await this.flush(true);
   }
 }

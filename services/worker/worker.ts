@@ -183,7 +183,10 @@ export class Worker {
     await this.grpc.stop(graceMs);
     if (this.kafka) await this.kafka.stop();
     await this.host.idle();
-    await this.#snapshots.stop();
+    // With Kafka, the runtime's final checkpoint (taken while this worker still
+    // owned its partitions) is the last write; later writes could replace a
+    // new owner's snapshots.
+    await this.#snapshots.stop(!this.kafka);
     this.#gateway.close?.();
     await this.host.close();
     await this.engine.close();

@@ -104,6 +104,7 @@ describe("engine sessions (llama-gqa)", () => {
       const other = await Engine.load(modelDir("llama-gqa"), { backend: "cpu" });
       const b = await other.importSession(bytes);
       expect((await b.info()).tokensSeen).toBe(100);
+      expect(b.nextLogprobs).toHaveLength(384);
       const rest = (await b.append(ids.slice(100), { logprobs: true })).logprobs!;
       expect([...first, ...rest]).toEqual(reference);
       await other.close();

@@ -17,7 +17,17 @@ import type { SessionHost } from "../session-host.js";
 import type { Snapshotter } from "../snapshotter.js";
 import { PartitionOffsets } from "./offset-tracker.js";
 import { partitionOf } from "./partitioner.js";
-import { decodeInputRecord, encodeErrorRecord, encodeInputRecord, encodeOutputRecord, MalformedRecordError } from "./record-codec.js";
+import { randomUUID } from "node:crypto";
+
+import { InvalidRequestError, LimitExceededError, OwnerUnavailableError, SessionMissingError } from "../errors.js";
+import {
+  decodeInputRecord,
+  decodeOutputRecord,
+  encodeErrorRecord,
+  encodeInputRecord,
+  encodeOutputRecord,
+  MalformedRecordError,
+} from "./record-codec.js";
 
 export interface KafkaRuntimeOptions {
   brokers: string[];
@@ -35,11 +45,36 @@ export interface KafkaRuntimeOptions {
   pauseAboveQueuedOps: number;
 }
 
-/** Receives the events of ops this worker logged on behalf of its own gRPC callers. */
-export interface Waiter {
+/**
+ * Receives the events of an op this worker logged for one of its gRPC
+ * callers. Events arrive from the local execution or, if the partition moved
+ * before the op ran, from the output topic (whichever worker applied it);
+ * `nextSeq` drops the copy that comes second.
+ */
+interface Waiter {
   emit: (e: SessionEvent) => void;
   resolve: () => void;
   reject: (err: unknown) => void;
+  nextSeq: number;
+}
+
+/** The rejection of ops dropped because their partition moved to another worker. */
+const evicted = new OwnerUnavailableError("the session moved to another worker");
+
+/** Rebuilds the error of a request that failed on another worker. */
+function errorFromRecord(code: string, message: string): Error {
+  switch (code) {
+    case "INVALID_REQUEST":
+    case "E_INVALID_ARGUMENT":
+      return new InvalidRequestError(message);
+    case "LIMIT_EXCEEDED":
+    case "E_CAPACITY":
+      return new LimitExceededError(message);
+    case "SESSION_NOT_FOUND":
+      return new SessionMissingError(message);
+    default:
+      return new OwnerUnavailableError(message);
+  }
 }
 
 export interface KafkaRuntimeEvents {
@@ -59,6 +94,8 @@ export class KafkaRuntime {
   readonly #kafka: Kafka;
   readonly #producer: Producer;
   readonly #consumer: Consumer;
+  /** Reads the output topic for waiters whose op ran on another worker. */
+  readonly #watcher: Consumer;
   readonly #events: KafkaRuntimeEvents;
   #partitionCount = 0;
   #assigned = new Set<number>();
@@ -73,6 +110,7 @@ export class KafkaRuntime {
   #checkpointTimer: NodeJS.Timeout | undefined;
   #checkpointing: Promise<void> = Promise.resolve();
   #stopping = false;
+  #stopped = false;
 
   constructor(options: KafkaRuntimeOptions, host: SessionHost, snapshots: Snapshotter, log: Logger, events: KafkaRuntimeEvents = {}) {
     this.options = options;
@@ -99,6 +137,7 @@ export class KafkaRuntime {
       allowAutoTopicCreation: false,
       maxBytesPerPartition: Math.max(options.maxMessageBytes, 1 << 20),
     });
+    this.#watcher = this.#kafka.consumer({ groupId: `${options.group}.watch.${randomUUID()}`, allowAutoTopicCreation: false });
   }
 
   get assignedPartitions(): number[] {
@@ -142,6 +181,9 @@ export class KafkaRuntime {
       await admin.disconnect();
     }
     await this.#producer.connect();
+    await this.#watcher.connect();
+    await this.#watcher.subscribe({ topics: [this.options.outputTopic], fromBeginning: false });
+    await this.#watcher.run({ eachMessage: async ({ message }) => this.#onOutput(message.value) });
     await this.#consumer.connect();
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, (e) => {
       const assigned = e.payload.memberAssignment[this.options.inputTopic] ?? [];
@@ -165,7 +207,7 @@ export class KafkaRuntime {
    * the input topic and resolves when the consumer has applied it.
    */
   submit(op: SessionOp, emit: (e: SessionEvent) => void): Promise<void> {
-    const done = new Promise<void>((resolve, reject) => this.#waiters.set(op.requestId, { emit, resolve, reject }));
+    const done = new Promise<void>((resolve, reject) => this.#waiters.set(op.requestId, { emit, resolve, reject, nextSeq: 0 }));
     this.#producer
       .send({ topic: this.options.inputTopic, messages: [{ key: op.session, value: encodeInputRecord(op) }] })
       .catch((err: unknown) => {
@@ -184,7 +226,11 @@ export class KafkaRuntime {
   async #onAssignment(partitions: number[]): Promise<void> {
     const next = new Set(partitions);
     const lost = [...this.#assigned].filter((p) => !next.has(p));
+    const gained = partitions.filter((p) => !this.#assigned.has(p));
     this.#assigned = next;
+    // A session held for a partition just gained is left over from an earlier
+    // ownership (a record that was in flight at the hand-over): stale.
+    for (const p of gained) this.#evictPartitionSessions(p);
     this.#log.info("input partitions assigned", { partitions: [...next].sort((a, b) => a - b), lost });
     for (const p of lost) {
       this.#paused.delete(p);
@@ -193,20 +239,32 @@ export class KafkaRuntime {
     this.#events.assigned?.(this.assignedPartitions);
   }
 
-  /** Hands a lost partition over: final snapshots of its sessions, then drop them. */
+  /**
+   * Drops the sessions of a partition this worker no longer owns. No snapshot
+   * is written now: the new owner may already be applying records, and a late
+   * write would replace its newer snapshot. It restores the last snapshot
+   * written while this worker owned the partition (consistent with the
+   * committed offset) and replays the records after it.
+   */
   async #release(partition: number): Promise<void> {
     const sessions = [...this.#sessionPartition].filter(([, p]) => p === partition).map(([s]) => s);
-    await Promise.race([this.#host.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
-    const offsets = this.#offsets.get(partition);
     for (const s of sessions) {
-      const last = offsets?.lastApplied.get(s);
-      if (last !== undefined) await this.#snapshots.saveIdle(s, { partition, inputOffset: last.toString() });
-      await this.#host.evict(s, new ServiceError("OWNER_UNAVAILABLE", `session "${s}" moved to another worker`));
+      await this.#host.evict(s, evicted);
       this.#sessionPartition.delete(s);
       this.#skipUpTo.delete(s);
       this.#restoreTried.delete(s);
     }
     this.#offsets.delete(partition);
+  }
+
+  #evictPartitionSessions(partition: number): void {
+    for (const id of this.#host.sessionIds()) {
+      if (this.partitionOf(id) !== partition) continue;
+      void this.#host.evict(id, evicted);
+      this.#sessionPartition.delete(id);
+      this.#skipUpTo.delete(id);
+      this.#restoreTried.delete(id);
+    }
   }
 
   async #onMessage({ partition, message }: EachMessagePayload): Promise<void> {
@@ -216,6 +274,7 @@ export class KafkaRuntime {
       offsets = new PartitionOffsets();
       this.#offsets.set(partition, offsets);
     }
+    if (offsets.alreadyTaken(offset)) return;
     offsets.started(offset);
     let op: SessionOp;
     try {
@@ -234,6 +293,7 @@ export class KafkaRuntime {
       if (restored) {
         const i = await restored.session.info();
         await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
+        this.#host.setAppliedOffset(session, restored.meta.inputOffset);
         if (restored.meta.inputOffset !== undefined) {
           const covered = BigInt(restored.meta.inputOffset);
           this.#skipUpTo.set(session, covered);
@@ -241,21 +301,30 @@ export class KafkaRuntime {
         }
       }
     }
+    if (!this.#assigned.has(partition) && this.#assigned.size > 0) {
+      // The partition moved while this record waited; its new owner applies it.
+      this.#evictPartitionSessions(partition);
+      return;
+    }
     const skip = this.#skipUpTo.get(session);
     if (skip !== undefined && offset <= skip) {
-      // Already applied: the restored snapshot covers this record.
+      // Already applied: the restored snapshot covers this record. A caller
+      // still waiting gets the results the earlier owner wrote (watcher).
       offsets.finished(offset);
-      this.#settleWaiter(op.requestId, undefined);
       return;
     }
     let seq = 0;
-    const waiter = this.#waiters.get(op.requestId);
     const emit = (e: SessionEvent) => {
-      this.#send(session, encodeOutputRecord(e, seq++), op.requestId);
+      const s = seq++;
+      this.#send(session, encodeOutputRecord(e, s), op.requestId);
       this.#events.event?.(e);
-      waiter?.emit(e);
+      const waiter = this.#waiters.get(op.requestId);
+      if (waiter && waiter.nextSeq === s) {
+        waiter.nextSeq++;
+        waiter.emit(e);
+      }
     };
-    const execution = this.#host.execute(op, emit);
+    const execution = this.#host.execute({ ...op, logOffset: message.offset }, emit);
     void execution.then(
       () => {
         offsets.finished(offset, session);
@@ -267,6 +336,9 @@ export class KafkaRuntime {
         this.#maybeResume();
       },
       (err: unknown) => {
+        // Evicted because the partition moved: the new owner applies the
+        // record from the log, and a waiting caller gets its results there.
+        if (err === evicted) return;
         const code = err instanceof ServiceError ? err.code : ((err as { code?: string }).code ?? "INTERNAL");
         this.#send(session, encodeErrorRecord(session, op.requestId, seq++, code, (err as Error).message), op.requestId);
         offsets.finished(offset);
@@ -277,6 +349,24 @@ export class KafkaRuntime {
     if (this.#host.queuedOps > this.options.pauseAboveQueuedOps && !this.#paused.has(partition)) {
       this.#paused.add(partition);
       this.#consumer.pause([{ topic: this.options.inputTopic, partitions: [partition] }]);
+    }
+  }
+
+  #onOutput(value: Buffer | null): void {
+    const r = decodeOutputRecord(value);
+    if (!r) return;
+    const w = this.#waiters.get(r.requestId);
+    if (!w || r.seq !== w.nextSeq) return;
+    w.nextSeq++;
+    if ("error" in r) {
+      this.#waiters.delete(r.requestId);
+      w.reject(errorFromRecord(r.error.code, r.error.message));
+      return;
+    }
+    w.emit(r.event);
+    if (r.event.kind !== "token") {
+      this.#waiters.delete(r.requestId);
+      w.resolve();
     }
   }
 
@@ -349,8 +439,15 @@ export class KafkaRuntime {
           offsets.forget(s);
           continue;
         }
-        if (await this.#snapshots.saveIdle(s, { partition, inputOffset: last.toString() })) offsets.snapshotted(s, last);
+        // Never write for a partition that moved away while this checkpoint ran.
+        if (!this.#assigned.has(partition) || this.#stopped) break;
+        const saved = await this.#snapshots.saveIdle(s, () => {
+          const applied = this.#host.appliedOffset(s);
+          return applied === undefined ? { partition } : { partition, inputOffset: applied };
+        });
+        if (saved?.inputOffset !== undefined) offsets.snapshotted(s, BigInt(saved.inputOffset));
       }
+      if (!this.#assigned.has(partition)) continue;
       const c = offsets.committable();
       if (c !== undefined) commits.push({ topic: this.options.inputTopic, partition, offset: c.toString() });
     }
@@ -364,9 +461,12 @@ export class KafkaRuntime {
     if (this.#checkpointTimer) clearInterval(this.#checkpointTimer);
     this.#consumer.pause([{ topic: this.options.inputTopic }]);
     await this.#host.idle();
+    await this.#checkpointing;
     await this.#checkpointNow().catch((err: unknown) => this.#log.warn("final checkpoint failed", { error: String(err) }));
+    this.#stopped = true;
     await Promise.all([...this.#sendChains.values()]);
     await this.#consumer.disconnect();
+    await this.#watcher.disconnect();
     await this.#producer.disconnect();
   }
 }

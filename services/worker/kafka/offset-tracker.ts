@@ -13,6 +13,15 @@ export class PartitionOffsets {
   /** Per session: last applied offset. */
   readonly lastApplied = new Map<string, bigint>();
 
+  /**
+   * True for a record this worker already took during its current ownership of
+   * the partition: after a rebalance the consumer re-reads from the committed
+   * offset, which lags behind what was applied.
+   */
+  alreadyTaken(offset: bigint): boolean {
+    return offset < this.#next;
+  }
+
   started(offset: bigint): void {
     this.#inflight.add(offset);
     if (offset + 1n > this.#next) this.#next = offset + 1n;

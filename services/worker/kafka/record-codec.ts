@@ -192,3 +192,55 @@ export function encodeOutputRecord(event: SessionEvent, seq: number): Buffer {
 export function encodeErrorRecord(session: string, requestId: string, seq: number, code: string, message: string): Buffer {
   return Buffer.from(JSON.stringify({ v: RECORD_VERSION, session, request_id: requestId, seq, type: "error", code, message }));
 }
+
+/** A decoded output record: the event, or the error of a request that failed. */
+export type OutputRecord =
+  | { seq: number; requestId: string; session: string; event: SessionEvent }
+  | { seq: number; requestId: string; session: string; error: { code: string; message: string } };
+
+/** Decodes an output record value; undefined when it is not one of ours. */
+export function decodeOutputRecord(value: Buffer | null): OutputRecord | undefined {
+  if (!value) return undefined;
+  let o: Json;
+  try {
+    o = JSON.parse(value.toString("utf8")) as Json;
+  } catch {
+    return undefined;
+  }
+  if (o.v !== RECORD_VERSION || typeof o.request_id !== "string" || typeof o.session !== "string" || typeof o.seq !== "number") return undefined;
+  const base = { seq: o.seq, requestId: o.request_id, session: o.session };
+  const ev = { session: o.session, requestId: o.request_id };
+  switch (o.type) {
+    case "appended":
+      return {
+        ...base,
+        event: {
+          kind: "appended",
+          ...ev,
+          tokens: o.tokens as number[],
+          tokensSeen: o.tokens_seen as number,
+          ...(Array.isArray(o.logprobs) ? { logprobs: (o.logprobs as Array<number | null>).map((v) => (v === null ? Number.NaN : v)) } : {}),
+        },
+      };
+    case "token":
+      return { ...base, event: { kind: "token", ...ev, index: o.index as number, token: o.token as number, text: o.text as string } };
+    case "finished":
+      return {
+        ...base,
+        event: {
+          kind: "finished",
+          ...ev,
+          reason: o.reason as "length" | "stop" | "cancelled",
+          promptTokens: o.prompt_tokens as number,
+          generatedTokens: o.generated_tokens as number,
+          text: o.text as string,
+        },
+      };
+    case "closed":
+      return { ...base, event: { kind: "closed", ...ev, existed: o.existed === true } };
+    case "error":
+      return { ...base, error: { code: String(o.code), message: String(o.message) } };
+    default:
+      return undefined;
+  }
+}
