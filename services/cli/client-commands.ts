@@ -14,10 +14,12 @@ import { StringDecoder } from "node:string_decoder";
 import { parseArgs } from "node:util";
 
 import { type Metadata, status as Status } from "@grpc/grpc-js";
+import { Kafka, logLevel, type Producer } from "kafkajs";
 
 import { StreamsinkClient, type GenerateParams } from "../grpc/grpc-client.js";
 import { retryAfterMs } from "../grpc/grpc-status.js";
-import type { SamplingParams } from "../worker/operations.js";
+import { encodeInputRecord } from "../worker/kafka/record-codec.js";
+import type { SamplingParams, SessionOp } from "../worker/operations.js";
 import { ProgressBar } from "./progress.js";
 import { parseIntFlag, UsageError } from "./usage-error.js";
 
@@ -35,9 +37,10 @@ export const CHAT_USAGE = `usage: streamsink chat --server HOST:PORT --session I
   streams a generated reply to stdout. A reply ends at a newline unless
   --stop gives other stop sequences.`;
 
-export const FEED_USAGE = `usage: streamsink feed --server HOST:PORT --session ID --text FILE [--chunk-bytes N]
+export const FEED_USAGE = `usage: streamsink feed (--server HOST:PORT | --kafka-brokers H:P[,H:P] [--kafka-topic T]) --session ID --text FILE [--chunk-bytes N]
 
-  Streams a UTF-8 text file into the session with gRPC Append calls, in
+  Streams a UTF-8 text file into the session, with gRPC Append calls or as
+  append records on the Kafka input topic (default streamsink.input), in
   chunks of at most N bytes (default 16384) cut where whitespace starts, so
   the chunks tokenize as the whole text would. Progress on stderr when it is
   a terminal.`;
@@ -235,6 +238,39 @@ interface FeedSink {
 
 const FEED_ATTEMPTS = 5;
 
+/** Produces append records to the input topic (key = session id), as any Kafka producer would. */
+class KafkaFeedSink implements FeedSink {
+  readonly #producer: Producer;
+  readonly #topic: string;
+  readonly #session: string;
+
+  private constructor(producer: Producer, topic: string, session: string) {
+    this.#producer = producer;
+    this.#topic = topic;
+    this.#session = session;
+  }
+
+  static async connect(brokers: string[], topic: string, session: string): Promise<KafkaFeedSink> {
+    const kafka = new Kafka({ clientId: "streamsink-feed", brokers, logLevel: logLevel.ERROR });
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    await producer.connect();
+    return new KafkaFeedSink(producer, topic, session);
+  }
+
+  async append(text: string, requestId: string): Promise<void> {
+    const op: SessionOp = { kind: "append", session: this.#session, requestId, input: { text } };
+    await this.#producer.send({ topic: this.#topic, acks: -1, messages: [{ key: this.#session, value: encodeInputRecord(op) }] });
+  }
+
+  tokensSeen(): number | undefined {
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.#producer.disconnect();
+  }
+}
+
 class GrpcFeedSink implements FeedSink {
   readonly #client: StreamsinkClient;
   readonly #session: string;
@@ -319,9 +355,16 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
     args: argv,
     strict: true,
     allowPositionals: false,
-    options: { ...CONNECTION_OPTIONS, text: { type: "string" }, "chunk-bytes": { type: "string" } },
+    options: {
+      ...CONNECTION_OPTIONS,
+      text: { type: "string" },
+      "chunk-bytes": { type: "string" },
+      "kafka-brokers": { type: "string" },
+      "kafka-topic": { type: "string" },
+    },
   });
-  const connection = parseConnection(values);
+  // With --kafka-brokers the records go to the input topic and no server is contacted.
+  const connection = values["kafka-brokers"] ? parseConnection({ server: values.server ?? "kafka:0", session: values.session }) : parseConnection(values);
   if (!values.text) throw new UsageError("--text FILE is required");
   const chunkBytes = parseIntFlag("chunk-bytes", values["chunk-bytes"], 16) ?? 16384;
   let totalBytes: number;
@@ -331,7 +374,11 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
     throw new UsageError(`--text: cannot read ${values.text}: ${(err as Error).message}`);
   }
 
-  const sink: FeedSink = new GrpcFeedSink(await StreamsinkClient.connect(connection.server), connection.session);
+  const brokers = values["kafka-brokers"]?.split(",").map((b) => b.trim()).filter(Boolean) ?? [];
+  const sink: FeedSink =
+    brokers.length > 0
+      ? await KafkaFeedSink.connect(brokers, values["kafka-topic"] ?? "streamsink.input", connection.session)
+      : new GrpcFeedSink(await StreamsinkClient.connect(connection.server), connection.session);
   const progress = new ProgressBar("feed", totalBytes, io.stderr);
   const runId = randomUUID();
   let sentBytes = 0;

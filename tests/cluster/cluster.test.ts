@@ -7,13 +7,15 @@
  * operations, and malformed records must land in the dead-letter topic.
  */
 import { randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Engine } from "../../services/engine/index.js";
+import { runFeed } from "../../services/cli/client-commands.js";
 import { StreamsinkClient } from "../../services/grpc/grpc-client.js";
 import { encodeInputRecord } from "../../services/worker/kafka/record-codec.js";
 import type { SessionEvent, SessionOp } from "../../services/worker/operations.js";
@@ -259,5 +261,25 @@ describe("cluster: 3 workers, Kafka and Redis", () => {
       }
     }
     expect(forwarded).toBeGreaterThan(0);
+  });
+
+  it("feeds a text file through the Kafka input topic (streamsink feed --kafka-brokers)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "feed-"));
+    const file = join(dir, "text.txt");
+    const text = readFileSync(join(modelDir("llama-gqa"), "..", "..", "..", "..", "README.md"), "utf8").slice(0, 6000);
+    writeFileSync(file, text);
+    const stderr = Object.assign(new (await import("node:stream")).PassThrough(), { isTTY: false }) as unknown as NodeJS.WriteStream;
+    await runFeed(["--kafka-brokers", kafka.brokers, "--kafka-topic", `${topic}.input`, "--session", "fed-1", "--text", file, "--chunk-bytes", "1000"], {
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr,
+    });
+    const engine = await Engine.load(modelDir("llama-gqa"), { backend: "cpu" });
+    const expected = engine.tokenizer!.encode(text).length;
+    await engine.close();
+    await waitFor("fed session", () => [...records.values()].some((m) => [...m.values()].some((r) => r.session === "fed-1" && r.tokens_seen === expected)));
+    const client = await StreamsinkClient.connect(workers.find((w) => w.proc.exitCode === null)!.address);
+    expect((await client.getSession("fed-1")).tokensSeen).toBe(expected);
+    client.close();
   });
 });
