@@ -9,6 +9,7 @@ import { status } from "@grpc/grpc-js";
 import { EngineError } from "../engine/index.js";
 import { ConfigError, serveUsage } from "../worker/config.js";
 import { BENCH_USAGE, runBench } from "./bench.js";
+import { BENCH_SERVICE_USAGE, runBenchService } from "./bench-service.js";
 import { CHAT_USAGE, FEED_USAGE, GENERATE_USAGE, runChat, runFeed, runGenerate } from "./client-commands.js";
 import { runServe } from "./serve.js";
 import { runScore, SCORE_USAGE } from "./score.js";
@@ -34,7 +35,9 @@ ${FEED_USAGE}
 
 ${SCORE_USAGE}
 
-${BENCH_USAGE}`;
+${BENCH_USAGE}
+
+${BENCH_SERVICE_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -56,7 +59,8 @@ async function main(argv: string[]): Promise<number> {
         await runScore(rest);
         return 0;
       case "bench":
-        await runBench(rest);
+        if (rest[0] === "service") await runBenchService(rest.slice(1));
+        else await runBench(rest);
         return 0;
       case "help":
       case "--help":
