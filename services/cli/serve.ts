@@ -3,11 +3,15 @@
  * gracefully (in-flight work finishes, snapshots are written, offsets
  * committed). A second signal exits at once.
  */
-import { loadWorkerConfig } from "../worker/config.js";
+import { loadWorkerConfig, serveUsage } from "../worker/config.js";
 import { createLogger } from "../worker/logger.js";
 import { Worker } from "../worker/worker.js";
 
 export async function runServe(argv: string[]): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(serveUsage() + "\n");
+    return;
+  }
   const config = loadWorkerConfig(argv);
   const log = createLogger();
   if (config.kafkaBrokers.length > 0 && !config.redisUrl)
