@@ -6,6 +6,7 @@
  * starts empty; the worker keeps serving.
  */
 import { type Engine, type Session, SnapshotError } from "../engine/index.js";
+import { OwnerUnavailableError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { SessionHost } from "./session-host.js";
 import { CorruptSnapshotError, type SnapshotMeta, type SnapshotStore } from "./snapshot-store.js";
@@ -54,6 +55,11 @@ export class Snapshotter {
     await this.#store.delete(session).catch((err: unknown) => this.#log.warn("snapshot delete failed", { session, error: String(err) }));
   }
 
+  /**
+   * The session's snapshot, or undefined when it has none (or had a corrupt
+   * one, which is logged, counted and deleted). Throws OwnerUnavailableError
+   * while the store cannot be read.
+   */
   async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | undefined> {
     let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
     try {
@@ -63,10 +69,12 @@ export class Snapshotter {
         this.stats.rejected++;
         this.#log.error("snapshot rejected; starting the session empty", { session, code: err.code, reason: err.message });
         await this.#store.delete(session).catch(() => undefined);
-      } else {
-        this.#log.warn("snapshot read failed; starting the session empty", { session, error: String(err) });
+        return undefined;
       }
-      return undefined;
+      // The store is unreachable: the session must not start empty (that
+      // would lose its history); the caller retries.
+      this.#log.warn("snapshot store unavailable; session restore will be retried", { session, error: String(err) });
+      throw new OwnerUnavailableError(`snapshot store unavailable: ${(err as Error).message}`);
     }
     if (!loaded) return undefined;
     try {

@@ -87,11 +87,22 @@ export class Worker {
     const metrics = new WorkerMetrics();
     let redis: Redis | undefined;
     let store: SnapshotStore;
+    let redisReconnected: (() => void) | undefined;
     const keys = new RedisKeys(options.redisPrefix);
     if (config.redisUrl) {
       redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
       redis.on("error", (err: Error) => log.warn("redis error", { error: err.message }));
       await redis.connect();
+      // After an outage the store may have lost snapshots: write all again.
+      let readyBefore = false;
+      redis.on("ready", () => {
+        if (readyBefore) {
+          log.warn("redis reconnected; re-snapshotting every held session");
+          redisReconnected?.();
+        }
+        readyBefore = true;
+      });
+      readyBefore = true;
       store = new RedisSnapshotStore(redis, keys);
     } else {
       store = new FileSnapshotStore(config.snapshotDir);
@@ -147,6 +158,11 @@ export class Worker {
         },
       );
       const owners = redis ? new OwnershipRegistry(redis, keys, config.kafkaGroup, config.kafkaInputTopic) : undefined;
+      const runtime = kafka;
+      redisReconnected = () => {
+        runtime.resnapshotAll();
+        if (owners) owners.publish(runtime.assignedPartitions, gateway.selfAddress).catch(() => undefined);
+      };
       gateway = new ClusterSessionGateway(host, kafka, owners, "");
     }
 

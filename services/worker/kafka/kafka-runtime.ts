@@ -267,7 +267,21 @@ export class KafkaRuntime {
     }
   }
 
-  async #onMessage({ partition, message }: EachMessagePayload): Promise<void> {
+  /** Restores a session, retrying while the snapshot store is unreachable (the partition waits). */
+  async #restoreWithRetry(session: string, partition: number, heartbeat: () => Promise<void>) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#snapshots.restore(session);
+      } catch (err) {
+        if (!(err instanceof OwnerUnavailableError)) throw err;
+        if (this.#stopping || !this.#assigned.has(partition)) return "moved" as const;
+        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+        await heartbeat().catch(() => undefined);
+      }
+    }
+  }
+
+  async #onMessage({ partition, message, heartbeat }: EachMessagePayload): Promise<void> {
     const offset = BigInt(message.offset);
     let offsets = this.#offsets.get(partition);
     if (!offsets) {
@@ -289,7 +303,11 @@ export class KafkaRuntime {
     this.#sessionPartition.set(session, partition);
     if (!this.#restoreTried.has(session) && !this.#host.has(session)) {
       this.#restoreTried.add(session);
-      const restored = await this.#snapshots.restore(session);
+      const restored = await this.#restoreWithRetry(session, partition, heartbeat);
+      if (restored === "moved") {
+        this.#restoreTried.delete(session);
+        return;
+      }
       if (restored) {
         const i = await restored.session.info();
         await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
@@ -418,6 +436,15 @@ export class KafkaRuntime {
         },
       ],
     });
+  }
+
+  /**
+   * The snapshot store came back after an outage and may have lost data (a
+   * Redis restart without persistence): snapshot every held session again
+   * before committing further.
+   */
+  resnapshotAll(): void {
+    for (const offsets of this.#offsets.values()) offsets.needAllSnapshots();
   }
 
   /** Snapshots sessions with applied-but-unsnapshotted records, then commits what is covered. */

@@ -49,6 +49,14 @@ export class PartitionOffsets {
     this.lastApplied.delete(session);
   }
 
+  /** Every session held needs a new snapshot (the snapshot store lost data). */
+  needAllSnapshots(): void {
+    for (const [session, offset] of this.lastApplied) {
+      const cur = this.#unsnapshotted.get(session);
+      if (cur === undefined || offset < cur) this.#unsnapshotted.set(session, offset);
+    }
+  }
+
   sessionsNeedingSnapshot(): string[] {
     return [...this.#unsnapshotted.keys()];
   }
