@@ -60,7 +60,7 @@ export class Snapshotter {
    * one, which is logged, counted and deleted). Throws OwnerUnavailableError
    * while the store cannot be read.
    */
-  async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | undefined> {
+  async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | { rejected: string } | undefined> {
     let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
     try {
       loaded = await this.#store.load(session);
@@ -69,7 +69,7 @@ export class Snapshotter {
         this.stats.rejected++;
         this.#log.error("snapshot rejected; starting the session empty", { session, code: err.code, reason: err.message });
         await this.#store.delete(session).catch(() => undefined);
-        return undefined;
+        return { rejected: err.message };
       }
       // The store is unreachable: the session must not start empty (that
       // would lose its history); the caller retries.
@@ -87,7 +87,7 @@ export class Snapshotter {
       this.stats.rejected++;
       this.#log.error("snapshot rejected; starting the session empty", { session, code: err.code, reason: err.message });
       await this.#store.delete(session).catch(() => undefined);
-      return undefined;
+      return { rejected: err.message };
     }
   }
 

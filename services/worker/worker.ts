@@ -116,7 +116,10 @@ export class Worker {
       config.limits,
       embedded
         ? {
-            restore: async (id) => (await snapshots.restore(id))?.session,
+            restore: async (id) => {
+              const r = await snapshots.restore(id);
+              return r && "session" in r ? r.session : undefined;
+            },
             changed: (id) => snapshots.markDirty(id),
             closed: (id) => void snapshots.forget(id),
           }

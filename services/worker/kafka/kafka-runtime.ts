@@ -308,7 +308,14 @@ export class KafkaRuntime {
         this.#restoreTried.delete(session);
         return;
       }
-      if (restored) {
+      if (restored && "rejected" in restored) {
+        // Tell the session's readers: its state was reset and continues from the records after the last commit.
+        this.#send(
+          session,
+          encodeErrorRecord(session, `snapshot-${message.offset}`, 0, "SNAPSHOT_CORRUPT", `the session's snapshot was unusable (${restored.rejected}); it was reset`),
+          `snapshot-${message.offset}`,
+        );
+      } else if (restored) {
         const i = await restored.session.info();
         await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
         this.#host.setAppliedOffset(session, restored.meta.inputOffset);
