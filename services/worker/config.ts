@@ -31,6 +31,10 @@ export interface WorkerConfig {
   kafkaPartitions: number;
   redisUrl: string | undefined;
   snapshotDir: string;
+  /** Embedded: snapshot cadence. Cluster: checkpoint (snapshot + commit) cadence. */
+  snapshotIntervalMs: number;
+  /** Snapshots of idle sessions expire after this long (Redis). */
+  snapshotTtlSeconds: number;
   limits: HostLimits;
   maxMessageBytes: number;
 }
@@ -66,6 +70,8 @@ const SETTINGS = {
   kafkaPartitions: { flag: "kafka-partitions", env: "STREAMSINK_KAFKA_PARTITIONS", help: "partitions when creating the input topic", fallback: "12" },
   redisUrl: { flag: "redis-url", env: "STREAMSINK_REDIS_URL", help: "redis://host:port (unset = local snapshot directory)" },
   snapshotDir: { flag: "snapshot-dir", env: "STREAMSINK_SNAPSHOT_DIR", help: "local snapshot directory (no Redis)", fallback: ".streamsink/snapshots" },
+  snapshotInterval: { flag: "snapshot-interval-ms", env: "STREAMSINK_SNAPSHOT_INTERVAL_MS", help: "snapshot (and offset commit) cadence", fallback: "2000" },
+  snapshotTtl: { flag: "snapshot-ttl-seconds", env: "STREAMSINK_SNAPSHOT_TTL_SECONDS", help: "idle sessions' snapshots expire after this", fallback: String(7 * 24 * 3600) },
   maxSessions: { flag: "max-sessions", env: "STREAMSINK_MAX_SESSIONS", help: "sessions per worker", fallback: String(DEFAULT_LIMITS.maxSessions) },
   maxBatchTokens: { flag: "max-batch-tokens", env: "STREAMSINK_MAX_BATCH_TOKENS", help: "tokens per engine step", fallback: String(DEFAULT_LIMITS.maxBatchTokens) },
   maxNewTokens: { flag: "max-new-tokens", env: "STREAMSINK_MAX_NEW_TOKENS", help: "largest max_new_tokens accepted", fallback: String(DEFAULT_LIMITS.maxNewTokens) },
@@ -173,6 +179,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     kafkaPartitions: int(SETTINGS.kafkaPartitions, 1, 10000),
     redisUrl,
     snapshotDir: resolve(raw(SETTINGS.snapshotDir)!),
+    snapshotIntervalMs: int(SETTINGS.snapshotInterval, 100, 3_600_000),
+    snapshotTtlSeconds: int(SETTINGS.snapshotTtl, 60, 365 * 24 * 3600),
     limits,
     maxMessageBytes: int(SETTINGS.maxMessageBytes, 1024, 1 << 30),
   };

@@ -75,7 +75,7 @@ export class Worker {
 
   static async start(config: WorkerConfig, options: WorkerOptions = {}): Promise<Worker> {
     const log = options.log ?? createLogger();
-    const interval = options.snapshotIntervalMs ?? 2000;
+    const interval = options.snapshotIntervalMs ?? config.snapshotIntervalMs;
     const engine = await Engine.load(config.model, { backend: config.backend, threads: config.threads });
     log.info("model loaded", {
       model: config.model,
@@ -103,7 +103,7 @@ export class Worker {
         readyBefore = true;
       });
       readyBefore = true;
-      store = new RedisSnapshotStore(redis, keys);
+      store = new RedisSnapshotStore(redis, keys, config.snapshotTtlSeconds);
     } else {
       store = new FileSnapshotStore(config.snapshotDir);
     }
