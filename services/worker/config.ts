@@ -29,6 +29,8 @@ export interface WorkerConfig {
   kafkaDeadLetterTopic: string;
   kafkaGroup: string;
   kafkaPartitions: number;
+  kafkaSsl: boolean;
+  kafkaSasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | undefined;
   redisUrl: string | undefined;
   snapshotDir: string;
   /** Embedded: snapshot cadence. Cluster: checkpoint (snapshot + commit) cadence. */
@@ -68,6 +70,9 @@ const SETTINGS = {
   kafkaDlq: { flag: "kafka-dead-letter-topic", env: "STREAMSINK_KAFKA_DEAD_LETTER_TOPIC", help: "dead-letter topic", fallback: "streamsink.dead-letter" },
   kafkaGroup: { flag: "kafka-group", env: "STREAMSINK_KAFKA_GROUP", help: "consumer group id", fallback: "streamsink-workers" },
   kafkaPartitions: { flag: "kafka-partitions", env: "STREAMSINK_KAFKA_PARTITIONS", help: "partitions when creating the input topic", fallback: "12" },
+  kafkaSsl: { flag: "kafka-ssl", env: "STREAMSINK_KAFKA_SSL", help: "TLS to the brokers: true | false", fallback: "false" },
+  kafkaSaslMechanism: { flag: "kafka-sasl-mechanism", env: "STREAMSINK_KAFKA_SASL_MECHANISM", help: "plain | scram-sha-256 | scram-sha-512 (unset = no SASL; password from STREAMSINK_KAFKA_SASL_PASSWORD)" },
+  kafkaSaslUsername: { flag: "kafka-sasl-username", env: "STREAMSINK_KAFKA_SASL_USERNAME", help: "SASL user name" },
   redisUrl: { flag: "redis-url", env: "STREAMSINK_REDIS_URL", help: "redis://host:port (unset = local snapshot directory)" },
   snapshotDir: { flag: "snapshot-dir", env: "STREAMSINK_SNAPSHOT_DIR", help: "local snapshot directory (no Redis)", fallback: ".streamsink/snapshots" },
   snapshotInterval: { flag: "snapshot-interval-ms", env: "STREAMSINK_SNAPSHOT_INTERVAL_MS", help: "snapshot (and offset commit) cadence", fallback: "2000" },
@@ -160,6 +165,18 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
   if (advertise !== undefined && !/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(advertise))
     throw new ConfigError(`${name(SETTINGS.advertise)}: "${advertise}" is not host:port`);
 
+  const sslRaw = raw(SETTINGS.kafkaSsl)!;
+  if (sslRaw !== "true" && sslRaw !== "false") throw new ConfigError(`${name(SETTINGS.kafkaSsl)} must be true or false, got "${sslRaw}"`);
+  const mechanismRaw = raw(SETTINGS.kafkaSaslMechanism);
+  let kafkaSasl: WorkerConfig["kafkaSasl"];
+  if (mechanismRaw !== undefined) {
+    const mechanism = choice(SETTINGS.kafkaSaslMechanism, ["plain", "scram-sha-256", "scram-sha-512"] as const);
+    const username = raw(SETTINGS.kafkaSaslUsername);
+    const password = env.STREAMSINK_KAFKA_SASL_PASSWORD;
+    if (!username || !password) throw new ConfigError(`SASL (${mechanism}) needs ${name(SETTINGS.kafkaSaslUsername)} and STREAMSINK_KAFKA_SASL_PASSWORD`);
+    kafkaSasl = { mechanism, username, password };
+  }
+
   return {
     model,
     backend: choice(SETTINGS.backend, ["cpu", "cuda", "auto"] as const),
@@ -177,6 +194,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     kafkaDeadLetterTopic: topic(SETTINGS.kafkaDlq),
     kafkaGroup: raw(SETTINGS.kafkaGroup)!,
     kafkaPartitions: int(SETTINGS.kafkaPartitions, 1, 10000),
+    kafkaSsl: sslRaw === "true",
+    kafkaSasl,
     redisUrl,
     snapshotDir: resolve(raw(SETTINGS.snapshotDir)!),
     snapshotIntervalMs: int(SETTINGS.snapshotInterval, 100, 3_600_000),

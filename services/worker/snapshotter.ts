@@ -11,6 +11,12 @@ import type { Logger } from "./logger.js";
 import type { SessionHost } from "./session-host.js";
 import { CorruptSnapshotError, type SnapshotMeta, type SnapshotStore } from "./snapshot-store.js";
 
+/** Told how long snapshots take (metrics). */
+export interface SnapshotObserver {
+  snapshotSaved(bytes: number, seconds: number): void;
+  snapshotRestored(seconds: number): void;
+}
+
 export interface SnapshotStats {
   saved: number;
   savedBytes: number;
@@ -25,12 +31,14 @@ export class Snapshotter {
   readonly #store: SnapshotStore;
   readonly #log: Logger;
   readonly #dirty = new Set<string>();
+  readonly #observer: SnapshotObserver | undefined;
   #host: SessionHost | undefined;
   #metaFor: (session: string) => SnapshotMeta = () => ({});
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(engine: Engine, store: SnapshotStore, log: Logger) {
+  constructor(engine: Engine, store: SnapshotStore, log: Logger, observer?: SnapshotObserver) {
+    this.#observer = observer;
     this.#engine = engine;
     this.#store = store;
     this.#log = log;
@@ -61,6 +69,7 @@ export class Snapshotter {
    * while the store cannot be read.
    */
   async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | { rejected: string } | undefined> {
+    const t0 = performance.now();
     let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
     try {
       loaded = await this.#store.load(session);
@@ -80,6 +89,7 @@ export class Snapshotter {
     try {
       const restored = await this.#engine.importSession(loaded.bytes);
       this.stats.restored++;
+      this.#observer?.snapshotRestored((performance.now() - t0) / 1000);
       this.#log.info("session restored from snapshot", { session, bytes: loaded.bytes.length, ...loaded.meta });
       return { session: restored, meta: loaded.meta };
     } catch (err) {
@@ -107,11 +117,13 @@ export class Snapshotter {
       const session = host.engineSession(id);
       if (!session || session.closed) continue;
       try {
+        const t0 = performance.now();
         const meta = this.#metaFor(id);
         const bytes = await session.export();
         await this.#store.save(id, bytes, meta);
         this.stats.saved++;
         this.stats.savedBytes += bytes.length;
+        this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
       } catch (err) {
         this.stats.failed++;
         this.#dirty.add(id);
@@ -129,6 +141,7 @@ export class Snapshotter {
     const session = host?.engineSession(id);
     if (!host || !session || session.closed || !host.isIdle(id)) return undefined;
     try {
+      const t0 = performance.now();
       // Read together with the idle check and the export call (no await in
       // between), so the meta describes exactly the state exported.
       const meta = metaNow();
@@ -136,6 +149,7 @@ export class Snapshotter {
       await this.#store.save(id, bytes, meta);
       this.stats.saved++;
       this.stats.savedBytes += bytes.length;
+      this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
       return meta;
     } catch (err) {
       this.stats.failed++;

@@ -107,7 +107,7 @@ export class Worker {
     } else {
       store = new FileSnapshotStore(config.snapshotDir);
     }
-    const snapshots = new Snapshotter(engine, store, log);
+    const snapshots = new Snapshotter(engine, store, log, metrics);
     const embedded = config.kafkaBrokers.length === 0;
     const defaults = { policy: config.policy, sinks: config.sinks, window: config.window };
     const host = new SessionHost(
@@ -126,7 +126,7 @@ export class Worker {
         : {},
     );
     host.onStep((sessions, tokens, ms) => metrics.onStep(sessions, tokens, ms));
-    metrics.sessionCount = () => host.sessionCount;
+    metrics.attach({ host, snapshots });
 
     let kafka: KafkaRuntime | undefined;
     let gateway: SessionGateway & { close?: () => void; selfAddress: string };
@@ -145,6 +145,8 @@ export class Worker {
           deadLetterTopic: config.kafkaDeadLetterTopic,
           partitions: config.kafkaPartitions,
           maxMessageBytes: config.maxMessageBytes,
+          ssl: config.kafkaSsl,
+          sasl: config.kafkaSasl,
           checkpointMs: interval,
           pauseAboveQueuedOps: config.limits.maxQueuePerSession * 16,
         },
@@ -152,10 +154,11 @@ export class Worker {
         snapshots,
         log,
         {
-          event: (e) => metrics.onEvent(e),
+          op: (op) => metrics.observeOp(op),
+          fetchLag: (partition, records) => metrics.setFetchLag(partition, records),
           deadLettered: () => metrics.deadLettered.inc(),
           assigned: (partitions) => {
-            metrics.assignedPartitions.set(partitions.length);
+            metrics.setAssignedPartitions(partitions);
             if (owners) owners.publish(partitions, gateway.selfAddress).catch((err: unknown) => log.warn("ownership publish failed", { error: String(err) }));
           },
         },
@@ -166,7 +169,9 @@ export class Worker {
         runtime.resnapshotAll();
         if (owners) owners.publish(runtime.assignedPartitions, gateway.selfAddress).catch(() => undefined);
       };
-      gateway = new ClusterSessionGateway(host, kafka, owners, "");
+      const clusterGateway = new ClusterSessionGateway(host, kafka, owners, "");
+      metrics.attach({ forwardedCalls: () => clusterGateway.forwardedCalls });
+      gateway = clusterGateway;
     }
 
     const grpc = new GrpcServer(embedded ? wrapMetrics(gateway, metrics) : gateway, {
@@ -215,22 +220,32 @@ export class Worker {
   }
 }
 
-/** Counts events of directly executed ops (the Kafka runtime counts its own). */
+/** Times and counts directly executed ops (the Kafka runtime reports its own through events.op). */
 function wrapMetrics(gateway: SessionGateway & { selfAddress: string }, metrics: WorkerMetrics): SessionGateway {
   return {
     get selfAddress() {
       return gateway.selfAddress;
     },
-    execute: (op, emit, signal, context) =>
-      gateway.execute(
-        op,
-        (e) => {
-          metrics.onEvent(e);
-          emit(e);
-        },
-        signal,
-        context,
-      ),
+    execute: (op, emit, signal, context) => {
+      const observer = metrics.observeOp(op);
+      return gateway
+        .execute(
+          op,
+          (e) => {
+            observer.event(e);
+            emit(e);
+          },
+          signal,
+          context,
+        )
+        .then(
+          () => observer.done(),
+          (err: unknown) => {
+            observer.done(err);
+            throw err;
+          },
+        );
+    },
     getSession: (id, context) => gateway.getSession(id, context),
   };
 }

@@ -8,7 +8,7 @@
  * up to what durable snapshots cover (offset-tracker.ts). When too many ops
  * are queued, partitions are paused until the host drains.
  */
-import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer } from "kafkajs";
+import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer, type SASLOptions } from "kafkajs";
 
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -39,6 +39,10 @@ export interface KafkaRuntimeOptions {
   /** Partitions of the input topic when this worker has to create it. */
   partitions: number;
   maxMessageBytes: number;
+  /** TLS to the brokers. */
+  ssl: boolean;
+  /** SASL authentication, when configured. */
+  sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | undefined;
   /** Snapshot + commit cadence. */
   checkpointMs: number;
   /** Pause fetching while more ops than this are queued on the host. */
@@ -82,8 +86,10 @@ export interface KafkaRuntimeEvents {
   assigned?: (partitions: number[]) => void;
   /** A record was dead-lettered. */
   deadLettered?: (reason: string) => void;
-  /** An op produced an event (for metrics). */
-  event?: (e: SessionEvent) => void;
+  /** An op starts running on this worker; the returned observer gets its events and its end (metrics). */
+  op?: (op: SessionOp) => { event(e: SessionEvent): void; done(err?: unknown): void };
+  /** Records left in an input partition after a fetched batch was processed. */
+  fetchLag?: (partition: number, records: number) => void;
 }
 
 export class KafkaRuntime {
@@ -121,6 +127,8 @@ export class KafkaRuntime {
     this.#kafka = new Kafka({
       clientId: options.clientId,
       brokers: options.brokers,
+      ssl: options.ssl,
+      ...(options.sasl ? { sasl: options.sasl as SASLOptions } : {}),
       logLevel: logLevel.WARN,
       retry: { retries: 10, initialRetryTime: 200, maxRetryTime: 5000 },
       logCreator: () => (entry) => {
@@ -192,6 +200,7 @@ export class KafkaRuntime {
     this.#consumer.on(this.#consumer.events.CRASH, (e) => {
       this.#log.error("kafka consumer crashed", { error: String(e.payload.error), restart: e.payload.restart });
     });
+    this.#consumer.on(this.#consumer.events.END_BATCH_PROCESS, (e) => this.#events.fetchLag?.(e.payload.partition, Number(e.payload.offsetLag)));
     await this.#consumer.subscribe({ topics: [this.options.inputTopic], fromBeginning: true });
     await this.#consumer.run({
       autoCommit: false,
@@ -338,11 +347,12 @@ export class KafkaRuntime {
       offsets.finished(offset);
       return;
     }
+    const observer = this.#events.op?.(op);
     let seq = 0;
     const emit = (e: SessionEvent) => {
       const s = seq++;
       this.#send(session, encodeOutputRecord(e, s), op.requestId);
-      this.#events.event?.(e);
+      observer?.event(e);
       const waiter = this.#waiters.get(op.requestId);
       if (waiter && waiter.nextSeq === s) {
         waiter.nextSeq++;
@@ -353,6 +363,7 @@ export class KafkaRuntime {
     void execution.then(
       () => {
         offsets.finished(offset, session);
+        observer?.done();
         if (op.kind === "close") {
           offsets.forget(session);
           void this.#snapshots.forget(session);
@@ -364,6 +375,7 @@ export class KafkaRuntime {
         // Evicted because the partition moved: the new owner applies the
         // record from the log, and a waiting caller gets its results there.
         if (err === evicted) return;
+        observer?.done(err);
         const code = err instanceof ServiceError ? err.code : ((err as { code?: string }).code ?? "INTERNAL");
         this.#send(session, encodeErrorRecord(session, op.requestId, seq++, code, (err as Error).message), op.requestId);
         offsets.finished(offset);
