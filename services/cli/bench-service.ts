@@ -106,11 +106,11 @@ export async function runBenchService(argv: string[]): Promise<void> {
         const prompts = Array.from({ length: n }, (_, i) => Array.from({ length: promptLen }, (_, j) => (i * 131 + j * 17) % vocab));
         const ids = prompts.map((_, i) => `bench-${run}-${n}-${i}`);
         await Promise.all(ids.map((id, i) => client.append({ sessionId: id, input: { tokens: prompts[i]! } })));
-        const before = await engineSeconds(worker);
+        let engineBefore = await engineSeconds(worker);
         const ttft: number[] = [];
         const inter: number[] = [];
         const request: number[] = [];
-        const t0 = performance.now();
+        let t0 = performance.now();
         if (transport === "grpc") {
           await Promise.all(
             ids.map(async (id) => {
@@ -158,7 +158,8 @@ export async function runBenchService(argv: string[]): Promise<void> {
           });
           // Let the observer's partition assignment settle before producing.
           await new Promise((r) => setTimeout(r, 3000));
-          const runStart = performance.now();
+          t0 = performance.now();
+          engineBefore = await engineSeconds(worker);
           await Promise.all(
             ids.map(async (id) => {
               const requestId = `g-${id}`;
@@ -170,13 +171,12 @@ export async function runBenchService(argv: string[]): Promise<void> {
             }),
           );
           await all;
-          void runStart;
           await Promise.all([producer.disconnect(), consumer.disconnect()]);
         }
         const wall = (performance.now() - t0) / 1000;
         const after = await engineSeconds(worker);
-        const engine = after.sum - before.sum;
-        const steps = after.count - before.count;
+        const engine = after.sum - engineBefore.sum;
+        const steps = after.count - engineBefore.count;
         results.push({
           transport,
           sessions: n,

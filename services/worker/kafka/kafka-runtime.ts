@@ -111,7 +111,8 @@ export class KafkaRuntime {
   readonly #skipUpTo = new Map<string, bigint>();
   readonly #restoreTried = new Set<string>();
   readonly #waiters = new Map<string, Waiter>();
-  readonly #sendChains = new Map<string, Promise<void>>();
+  readonly #outbox: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
+  #flushing: Promise<void> | undefined;
   readonly #paused = new Set<number>();
   #checkpointTimer: NodeJS.Timeout | undefined;
   #checkpointing: Promise<void> = Promise.resolve();
@@ -424,17 +425,35 @@ export class KafkaRuntime {
 
   /** Output records of one session are sent in order. */
   #send(session: string, value: Buffer, requestId: string): void {
-    const prev = this.#sendChains.get(session) ?? Promise.resolve();
-    const next = prev
-      .then(() => this.#producer.send({ topic: this.options.outputTopic, messages: [{ key: session, value, headers: { "request-id": requestId } }] }))
-      .then(
-        () => undefined,
-        (err: unknown) => this.#log.error("output record not written", { session, requestId, error: String(err) }),
-      );
-    this.#sendChains.set(session, next);
-    void next.then(() => {
-      if (this.#sendChains.get(session) === next) this.#sendChains.delete(session);
-    });
+    this.#outbox.push({ key: session, value, headers: { "request-id": requestId } });
+    if (!this.#flushing) this.#flushing = this.#flushOutbox();
+  }
+
+  /**
+   * Output records leave in batches: everything queued while a send is in
+   * flight goes out in the next single send, in queue order, so per-session
+   * order holds and one round trip carries many sessions' tokens.
+   */
+  async #flushOutbox(): Promise<void> {
+    while (this.#outbox.length > 0) {
+      const batch = this.#outbox.splice(0, 2000);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.#producer.send({ topic: this.options.outputTopic, messages: batch });
+          break;
+        } catch (err) {
+          // The producer retries on its own; past that, keep trying (the broker may be restarting)
+          // rather than drop results.
+          this.#log.warn("output records not written yet; retrying", { records: batch.length, attempt, error: String(err) });
+          await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(attempt, 4))));
+          if (this.#stopped && attempt > 20) {
+            this.#log.error("output records dropped at shutdown", { records: batch.length });
+            break;
+          }
+        }
+      }
+    }
+    this.#flushing = undefined;
   }
 
   async #deadLetter(partition: number, offset: string, key: Buffer | null, value: Buffer | null, reason: string): Promise<void> {
@@ -510,7 +529,7 @@ export class KafkaRuntime {
     await this.#checkpointing;
     await this.#checkpointNow().catch((err: unknown) => this.#log.warn("final checkpoint failed", { error: String(err) }));
     this.#stopped = true;
-    await Promise.all([...this.#sendChains.values()]);
+    while (this.#flushing) await this.#flushing;
     await this.#consumer.disconnect();
     await this.#watcher.disconnect();
     await this.#producer.disconnect();
