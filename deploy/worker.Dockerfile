@@ -54,6 +54,7 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/services ./dist/services
 COPY --from=build /src/native/build/Release/streamsink.node ./native/build/Release/streamsink.node
 COPY proto ./proto
+COPY services/worker/redis/lua ./services/worker/redis/lua
 COPY models ./models
 COPY deploy/docker/grpc-healthcheck.mjs ./deploy/docker/grpc-healthcheck.mjs
 ENV NODE_ENV=production \

@@ -14,6 +14,8 @@ export interface SnapshotMeta {
   partition?: number;
   /** Offset of the last input record applied to the session (as a decimal string). */
   inputOffset?: string;
+  /** The writer's ownership epoch of `partition`; a store may refuse writes from an older epoch. */
+  epoch?: number;
 }
 
 export interface SnapshotStore {

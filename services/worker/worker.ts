@@ -103,7 +103,12 @@ export class Worker {
         readyBefore = true;
       });
       readyBefore = true;
-      store = new RedisSnapshotStore(redis, keys, config.snapshotTtlSeconds);
+      store = new RedisSnapshotStore(
+        redis,
+        keys,
+        config.snapshotTtlSeconds,
+        config.kafkaBrokers.length > 0 ? { group: config.kafkaGroup, topic: config.kafkaInputTopic } : undefined,
+      );
     } else {
       store = new FileSnapshotStore(config.snapshotDir);
     }
@@ -156,6 +161,7 @@ export class Worker {
         {
           op: (op) => metrics.observeOp(op),
           fetchLag: (partition, records) => metrics.setFetchLag(partition, records),
+          ...(redis ? { claimPartition: (p: number) => new OwnershipRegistry(redis!, keys, config.kafkaGroup, config.kafkaInputTopic).claim(p) } : {}),
           deadLettered: () => metrics.deadLettered.inc(),
           assigned: (partitions) => {
             metrics.setAssignedPartitions(partitions);

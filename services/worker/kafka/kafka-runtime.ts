@@ -88,6 +88,8 @@ export interface KafkaRuntimeEvents {
   deadLettered?: (reason: string) => void;
   /** An op starts running on this worker; the returned observer gets its events and its end (metrics). */
   op?: (op: SessionOp) => { event(e: SessionEvent): void; done(err?: unknown): void };
+  /** Claims a newly gained partition and returns its ownership epoch (snapshot fencing). */
+  claimPartition?: (partition: number) => Promise<number>;
   /** Records left in an input partition after a fetched batch was processed. */
   fetchLag?: (partition: number, records: number) => void;
 }
@@ -110,6 +112,9 @@ export class KafkaRuntime {
   /** Per session: records at or below this offset are already in its restored snapshot. */
   readonly #skipUpTo = new Map<string, bigint>();
   readonly #restoreTried = new Set<string>();
+  /** Ownership epoch per owned partition, once claimed (written into snapshot meta). */
+  readonly #epochs = new Map<number, number>();
+  readonly #claims = new Map<number, Promise<void>>();
   readonly #waiters = new Map<string, Waiter>();
   readonly #outbox: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
   #flushing: Promise<void> | undefined;
@@ -241,6 +246,28 @@ export class KafkaRuntime {
     // A session held for a partition just gained is left over from an earlier
     // ownership (a record that was in flight at the hand-over): stale.
     for (const p of gained) this.#evictPartitionSessions(p);
+    for (const p of lost) {
+      this.#epochs.delete(p);
+      this.#claims.delete(p);
+    }
+    const claim = this.#events.claimPartition;
+    if (claim)
+      for (const p of gained)
+        this.#claims.set(
+          p,
+          (async () => {
+            for (let attempt = 0; ; attempt++) {
+              try {
+                this.#epochs.set(p, await claim(p));
+                return;
+              } catch (err) {
+                this.#log.warn("partition claim failed; retrying", { partition: p, error: String(err) });
+                await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+                if (!this.#assigned.has(p) || this.#stopping) return;
+              }
+            }
+          })(),
+        );
     this.#log.info("input partitions assigned", { partitions: [...next].sort((a, b) => a - b), lost });
     for (const p of lost) {
       this.#paused.delete(p);
@@ -299,6 +326,8 @@ export class KafkaRuntime {
       this.#offsets.set(partition, offsets);
     }
     if (offsets.alreadyTaken(offset)) return;
+    // Snapshots of this partition carry the epoch claimed for it: wait for the claim.
+    await this.#claims.get(partition);
     offsets.started(offset);
     let op: SessionOp;
     try {
@@ -508,7 +537,8 @@ export class KafkaRuntime {
         if (!this.#assigned.has(partition) || this.#stopped) break;
         const saved = await this.#snapshots.saveIdle(s, () => {
           const applied = this.#host.appliedOffset(s);
-          return applied === undefined ? { partition } : { partition, inputOffset: applied };
+          const epoch = this.#epochs.get(partition);
+          return { partition, ...(applied !== undefined ? { inputOffset: applied } : {}), ...(epoch !== undefined ? { epoch } : {}) };
         });
         if (saved?.inputOffset !== undefined) offsets.snapshotted(s, BigInt(saved.inputOffset));
       }

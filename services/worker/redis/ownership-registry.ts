@@ -12,9 +12,9 @@ export class OwnershipRegistry {
 
   constructor(
     readonly redis: Redis,
-    keys: RedisKeys,
-    group: string,
-    topic: string,
+    readonly keys: RedisKeys,
+    readonly group: string,
+    readonly topic: string,
   ) {
     this.#key = keys.owners(group, topic);
   }
@@ -24,6 +24,11 @@ export class OwnershipRegistry {
     const fields: string[] = [];
     for (const p of partitions) fields.push(String(p), address);
     await this.redis.hset(this.#key, ...fields);
+  }
+
+  /** Claims a newly gained partition: its new ownership epoch (fences older owners' snapshot writes). */
+  async claim(partition: number): Promise<number> {
+    return this.redis.incr(this.keys.epoch(this.group, this.topic, partition));
   }
 
   async ownerOf(partition: number): Promise<string | undefined> {
