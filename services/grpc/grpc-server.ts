@@ -116,6 +116,15 @@ export class GrpcServer {
     for (const service of HEALTH_SERVICES) this.#health.setStatus(service, serving ? "SERVING" : "NOT_SERVING");
   }
 
+  /**
+   * Health of one component under its own grpc.health.v1 service name (e.g.
+   * "streamsink.snapshots"): a degraded dependency is visible to operators
+   * while the server itself keeps SERVING.
+   */
+  setComponentHealth(component: string, healthy: boolean): void {
+    this.#health.setStatus(component, healthy ? "SERVING" : "NOT_SERVING");
+  }
+
   /** Binds and starts serving; resolves to the bound port (port 0 picks a free one). */
   start(host = "0.0.0.0", port = 50051): Promise<number> {
     const address = host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;

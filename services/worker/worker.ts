@@ -22,6 +22,9 @@ import { SessionHost } from "./session-host.js";
 import { FileSnapshotStore, type SnapshotStore } from "./snapshot-store.js";
 import { Snapshotter } from "./snapshotter.js";
 
+/** grpc.health.v1 service name reporting the snapshot store. */
+export const SNAPSHOT_HEALTH = "streamsink.snapshots";
+
 export interface WorkerOptions {
   /** Snapshot cadence in the embedded mode; checkpoint (snapshot + commit) cadence with Kafka. */
   snapshotIntervalMs?: number;
@@ -88,10 +91,16 @@ export class Worker {
     let redis: Redis | undefined;
     let store: SnapshotStore;
     let redisReconnected: (() => void) | undefined;
+    let storeHealth: ((up: boolean) => void) | undefined;
     const keys = new RedisKeys(options.redisPrefix);
     if (config.redisUrl) {
       redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
       redis.on("error", (err: Error) => log.warn("redis error", { error: err.message }));
+      // Snapshot store health: "streamsink.snapshots" in grpc.health.v1 goes
+      // NOT_SERVING while Redis is unreachable (the worker keeps serving,
+      // snapshots are retried and commits wait).
+      redis.on("close", () => storeHealth?.(false));
+      redis.on("ready", () => storeHealth?.(true));
       await redis.connect();
       // After an outage the store may have lost snapshots: write all again.
       let readyBefore = false;
@@ -187,6 +196,11 @@ export class Worker {
     const grpcPort = await grpc.start(config.grpcHost, config.grpcPort);
     gateway.selfAddress = config.grpcPort === 0 ? config.advertiseAddress.replace(/:\d+$/, `:${grpcPort}`) : config.advertiseAddress;
     const worker = new Worker({ config, engine, host, grpc, metrics, kafka, snapshots, gateway, redis, log });
+    grpc.setComponentHealth(SNAPSHOT_HEALTH, redis ? redis.status === "ready" : true);
+    storeHealth = (up) => {
+      grpc.setComponentHealth(SNAPSHOT_HEALTH, up);
+      if (!up) log.warn("snapshot store unreachable: serving degraded (snapshots retried, offsets not committed)");
+    };
     worker.grpcPort = grpcPort;
     if (config.metricsPort > 0) worker.metricsPort = await metrics.listen(config.grpcHost, config.metricsPort);
     if (kafka) await kafka.start();
