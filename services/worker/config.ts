@@ -35,6 +35,8 @@ export interface WorkerConfig {
   snapshotDir: string;
   /** Embedded: snapshot cadence. Cluster: checkpoint (snapshot + commit) cadence. */
   snapshotIntervalMs: number;
+  /** Cluster: also checkpoint when a session took this many tokens since the last one (0 = off). */
+  snapshotEveryTokens: number;
   /** Snapshots of idle sessions expire after this long (Redis). */
   snapshotTtlSeconds: number;
   limits: HostLimits;
@@ -76,6 +78,7 @@ const SETTINGS = {
   redisUrl: { flag: "redis-url", env: "STREAMSINK_REDIS_URL", help: "redis://host:port (unset = local snapshot directory)" },
   snapshotDir: { flag: "snapshot-dir", env: "STREAMSINK_SNAPSHOT_DIR", help: "local snapshot directory (no Redis)", fallback: ".streamsink/snapshots" },
   snapshotInterval: { flag: "snapshot-interval-ms", env: "STREAMSINK_SNAPSHOT_INTERVAL_MS", help: "snapshot (and offset commit) cadence", fallback: "2000" },
+  snapshotEveryTokens: { flag: "snapshot-every-tokens", env: "STREAMSINK_SNAPSHOT_EVERY_TOKENS", help: "also snapshot a session after this many tokens (0 = time only)", fallback: "512" },
   snapshotTtl: { flag: "snapshot-ttl-seconds", env: "STREAMSINK_SNAPSHOT_TTL_SECONDS", help: "idle sessions' snapshots expire after this", fallback: String(7 * 24 * 3600) },
   maxSessions: { flag: "max-sessions", env: "STREAMSINK_MAX_SESSIONS", help: "sessions per worker", fallback: String(DEFAULT_LIMITS.maxSessions) },
   maxBatchTokens: { flag: "max-batch-tokens", env: "STREAMSINK_MAX_BATCH_TOKENS", help: "tokens per engine step", fallback: String(DEFAULT_LIMITS.maxBatchTokens) },
@@ -199,6 +202,7 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     redisUrl,
     snapshotDir: resolve(raw(SETTINGS.snapshotDir)!),
     snapshotIntervalMs: int(SETTINGS.snapshotInterval, 100, 3_600_000),
+    snapshotEveryTokens: int(SETTINGS.snapshotEveryTokens, 0, 1 << 30),
     snapshotTtlSeconds: int(SETTINGS.snapshotTtl, 60, 365 * 24 * 3600),
     limits,
     maxMessageBytes: int(SETTINGS.maxMessageBytes, 1024, 1 << 30),

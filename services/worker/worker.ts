@@ -162,6 +162,7 @@ export class Worker {
           ssl: config.kafkaSsl,
           sasl: config.kafkaSasl,
           checkpointMs: interval,
+          checkpointEveryTokens: config.snapshotEveryTokens,
           pauseAboveQueuedOps: config.limits.maxQueuePerSession * 16,
         },
         host,

@@ -45,6 +45,8 @@ export interface KafkaRuntimeOptions {
   sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | undefined;
   /** Snapshot + commit cadence. */
   checkpointMs: number;
+  /** Also checkpoint as soon as a session has taken this many tokens since its last snapshot (0 = time only). */
+  checkpointEveryTokens: number;
   /** Pause fetching while more ops than this are queued on the host. */
   pauseAboveQueuedOps: number;
 }
@@ -120,6 +122,8 @@ export class KafkaRuntime {
   #flushing: Promise<void> | undefined;
   readonly #paused = new Set<number>();
   #checkpointTimer: NodeJS.Timeout | undefined;
+  /** Tokens per session since the last checkpoint began (for the token cadence). */
+  readonly #tokensSince = new Map<string, number>();
   #checkpointing: Promise<void> = Promise.resolve();
   #stopping = false;
   #stopped = false;
@@ -383,6 +387,7 @@ export class KafkaRuntime {
       const s = seq++;
       this.#send(session, encodeOutputRecord(e, s), op.requestId);
       observer?.event(e);
+      this.#countTokens(session, e);
       const waiter = this.#waiters.get(op.requestId);
       if (waiter && waiter.nextSeq === s) {
         waiter.nextSeq++;
@@ -417,6 +422,16 @@ export class KafkaRuntime {
       this.#paused.add(partition);
       this.#consumer.pause([{ topic: this.options.inputTopic, partitions: [partition] }]);
     }
+  }
+
+  #countTokens(session: string, e: SessionEvent): void {
+    const every = this.options.checkpointEveryTokens;
+    if (every <= 0) return;
+    const n = e.kind === "appended" ? e.tokens.length : e.kind === "token" ? 1 : 0;
+    if (n === 0) return;
+    const total = (this.#tokensSince.get(session) ?? 0) + n;
+    this.#tokensSince.set(session, total);
+    if (total >= every) void this.checkpoint();
   }
 
   #onOutput(value: Buffer | null): void {
@@ -523,6 +538,7 @@ export class KafkaRuntime {
   }
 
   async #checkpointNow(): Promise<void> {
+    this.#tokensSince.clear();
     const commits: Array<{ topic: string; partition: number; offset: string }> = [];
     for (const [partition, offsets] of this.#offsets) {
       if (!this.#assigned.has(partition)) continue;
