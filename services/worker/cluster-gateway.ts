@@ -9,8 +9,9 @@
  */
 import { StreamsinkClient } from "../grpc/grpc-client.js";
 import { FORWARDED_METADATA_KEY, type GatewayCallContext, type GatewaySessionInfo, type SessionGateway } from "../grpc/session-gateway.js";
-import { OwnerUnavailableError, SessionMissingError } from "./errors.js";
+import { InvalidRequestError, LimitExceededError, OwnerUnavailableError, SessionMissingError } from "./errors.js";
 import type { KafkaRuntime } from "./kafka/kafka-runtime.js";
+import { decodeInputRecord, encodeInputRecord, MalformedRecordError } from "./kafka/record-codec.js";
 import type { SessionEvent, SessionOp } from "./operations.js";
 import type { OwnershipRegistry } from "./redis/ownership-registry.js";
 import type { SessionHost } from "./session-host.js";
@@ -37,6 +38,15 @@ export class ClusterSessionGateway implements SessionGateway {
       if (op.kind === "append") this.#host.resolveInput(op.input, "append", false);
       if (op.kind === "generate") this.#host.resolveInput(op.prompt, "generate prompt", true);
       if (op.config) this.#host.resolveConfig(op.config);
+      if (op.kind === "generate" && op.maxNewTokens > this.#host.limits.maxNewTokens)
+        throw new LimitExceededError(`max_new_tokens ${op.maxNewTokens} exceeds the limit of ${this.#host.limits.maxNewTokens}`);
+      // What the consumer would dead-letter must be refused here, not logged.
+      try {
+        decodeInputRecord(Buffer.from(op.session, "utf8"), encodeInputRecord(op), this.#kafka.options.maxMessageBytes);
+      } catch (err) {
+        if (err instanceof MalformedRecordError) throw new InvalidRequestError(err.message);
+        throw err;
+      }
       return this.#kafka.submit(op, emit);
     }
     const owner = await this.#owner(op.session, context);

@@ -33,6 +33,8 @@ interface OpBase {
    * complete, so a snapshot says exactly which records it contains.
    */
   logOffset?: string;
+  /** The op comes from the input log: it must not be refused for queue room (backpressure pauses the log instead). */
+  fromLog?: boolean;
   /** Unique per request; used to match results and to recognise duplicates. */
   requestId: string;
   /** Applied when this op creates the session. */

@@ -248,7 +248,7 @@ export class SessionHost {
       }
       if (op.kind === "generate" && job.pending.length === 0)
         throw new InvalidRequestError("generate needs context: the session is empty and no prompt was given");
-      if (this.#sessions.size >= this.limits.maxSessions)
+      if (this.#sessions.size >= this.limits.maxSessions && !op.fromLog)
         throw new LimitExceededError(`this worker holds its maximum of ${this.limits.maxSessions} sessions`);
       const config = this.resolveConfig(op.config);
       const session = await this.engine.openSession({ ...config, sinkToken: "model" });
@@ -259,7 +259,7 @@ export class SessionHost {
         this.#sessions.set(op.session, hosted);
       }
     }
-    if (hosted.queue.length >= this.limits.maxQueuePerSession)
+    if (hosted.queue.length >= this.limits.maxQueuePerSession && !op.fromLog)
       throw new LimitExceededError(`session "${op.session}" has ${hosted.queue.length} operations queued (limit ${this.limits.maxQueuePerSession})`);
     const done = new Promise<void>((resolve, reject) => {
       job.resolve = resolve;
@@ -366,6 +366,13 @@ export class SessionHost {
         const progressed = await this.#tick();
         if (!progressed) break;
       }
+    } catch (err) {
+      // A bug in a tick must not take the process down: fail the ops at the
+      // head of each queue (they may be half done) and keep scheduling.
+      for (const h of this.#sessions.values()) {
+        const job = h.queue.shift();
+        job?.reject(err);
+      }
     } finally {
       this.#running = false;
       if (this.queuedOps === 0) {
@@ -389,7 +396,9 @@ export class SessionHost {
     const owners: Array<{ hosted: Hosted; job: Job; tokens: number[] }> = [];
 
     for (const hosted of order) {
-      const job = hosted.queue[0]!;
+      // An earlier await in this tick (a close) may have let the session be evicted or emptied.
+      const job = hosted.queue[0];
+      if (!job || this.#sessions.get(hosted.id) !== hosted) continue;
       if (job.op.kind === "close") {
         await this.#close(hosted, job);
         continue;

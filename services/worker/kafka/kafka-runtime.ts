@@ -19,6 +19,8 @@ import { PartitionOffsets } from "./offset-tracker.js";
 import { partitionOf } from "./partitioner.js";
 import { randomUUID } from "node:crypto";
 
+import { EngineError } from "../../engine/index.js";
+
 import { InvalidRequestError, LimitExceededError, OwnerUnavailableError, SessionMissingError } from "../errors.js";
 import {
   decodeInputRecord,
@@ -77,10 +79,30 @@ function errorFromRecord(code: string, message: string): Error {
     case "E_CAPACITY":
       return new LimitExceededError(message);
     case "SESSION_NOT_FOUND":
+    case "E_SESSION_NOT_FOUND":
       return new SessionMissingError(message);
-    default:
+    case "OWNER_UNAVAILABLE":
+    case "SHUTTING_DOWN":
       return new OwnerUnavailableError(message);
+    default:
+      // Not retryable: the op ran (or partly ran) on another worker.
+      return new EngineError("E_INTERNAL", message);
   }
+}
+
+/** The request id of a record that failed to decode, when it can be read. */
+function decodeRequestId(value: Buffer | null): string {
+  try {
+    const o = JSON.parse(value?.toString("utf8") ?? "") as { request_id?: unknown };
+    return typeof o.request_id === "string" ? o.request_id : "";
+  } catch {
+    return "";
+  }
+}
+
+/** Waiters are per (session, request id): request ids need only be unique within a session. */
+function waiterKey(session: string, requestId: string): string {
+  return `${session}\u0000${requestId}`;
 }
 
 export interface KafkaRuntimeEvents {
@@ -226,12 +248,15 @@ export class KafkaRuntime {
    * the input topic and resolves when the consumer has applied it.
    */
   submit(op: SessionOp, emit: (e: SessionEvent) => void): Promise<void> {
-    const done = new Promise<void>((resolve, reject) => this.#waiters.set(op.requestId, { emit, resolve, reject, nextSeq: 0 }));
+    const key = waiterKey(op.session, op.requestId);
+    if (this.#waiters.has(key))
+      return Promise.reject(new InvalidRequestError(`request "${op.requestId}" of session "${op.session}" is already in progress`));
+    const done = new Promise<void>((resolve, reject) => this.#waiters.set(key, { emit, resolve, reject, nextSeq: 0 }));
     this.#producer
       .send({ topic: this.options.inputTopic, messages: [{ key: op.session, value: encodeInputRecord(op) }] })
       .catch((err: unknown) => {
-        const w = this.#waiters.get(op.requestId);
-        this.#waiters.delete(op.requestId);
+        const w = this.#waiters.get(key);
+        this.#waiters.delete(key);
         w?.reject(err);
       });
     return done;
@@ -254,6 +279,10 @@ export class KafkaRuntime {
       this.#epochs.delete(p);
       this.#claims.delete(p);
     }
+    // A pause is kept by the consumer across rebalances: a partition gained
+    // (again) starts unpaused, and the pause set is rebuilt from the queues.
+    if (gained.length > 0) this.#consumer.resume([{ topic: this.options.inputTopic, partitions: gained }]);
+    for (const p of gained) this.#paused.delete(p);
     const claim = this.#events.claimPartition;
     if (claim)
       for (const p of gained)
@@ -334,41 +363,52 @@ export class KafkaRuntime {
     await this.#claims.get(partition);
     offsets.started(offset);
     let op: SessionOp;
+    let restoring: string | undefined;
     try {
-      op = decodeInputRecord(message.key, message.value, this.options.maxMessageBytes);
-    } catch (err) {
-      if (!(err instanceof MalformedRecordError)) throw err;
-      await this.#deadLetter(partition, message.offset, message.key, message.value, err.message);
-      offsets.finished(offset);
-      return;
-    }
-    const session = op.session;
-    this.#sessionPartition.set(session, partition);
-    if (!this.#restoreTried.has(session) && !this.#host.has(session)) {
-      this.#restoreTried.add(session);
-      const restored = await this.#restoreWithRetry(session, partition, heartbeat);
-      if (restored === "moved") {
-        this.#restoreTried.delete(session);
+      try {
+        op = decodeInputRecord(message.key, message.value, this.options.maxMessageBytes);
+      } catch (err) {
+        if (!(err instanceof MalformedRecordError)) throw err;
+        await this.#deadLetter(partition, message.offset, message.key, message.value, err.message);
+        offsets.finished(offset);
+        if (message.key) this.#settleWaiter(message.key.toString("utf8"), decodeRequestId(message.value), new InvalidRequestError(err.message));
         return;
       }
-      if (restored && "rejected" in restored) {
-        // Tell the session's readers: its state was reset and continues from the records after the last commit.
-        this.#send(
-          session,
-          encodeErrorRecord(session, `snapshot-${message.offset}`, 0, "SNAPSHOT_CORRUPT", `the session's snapshot was unusable (${restored.rejected}); it was reset`),
-          `snapshot-${message.offset}`,
-        );
-      } else if (restored) {
-        const i = await restored.session.info();
-        await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
-        this.#host.setAppliedOffset(session, restored.meta.inputOffset);
-        if (restored.meta.inputOffset !== undefined) {
-          const covered = BigInt(restored.meta.inputOffset);
-          this.#skipUpTo.set(session, covered);
-          offsets.lastApplied.set(session, covered);
+      const session = op.session;
+      this.#sessionPartition.set(session, partition);
+      if (!this.#restoreTried.has(session) && !this.#host.has(session)) {
+        this.#restoreTried.add(session);
+        restoring = session;
+        const restored = await this.#restoreWithRetry(session, partition, heartbeat);
+        if (restored === "moved") {
+          this.#restoreTried.delete(session);
+          return;
+        }
+        if (restored && "rejected" in restored) {
+          // Tell the session's readers: its state was reset and continues from the records after the last commit.
+          this.#send(
+            session,
+            encodeErrorRecord(session, `snapshot-${message.offset}`, 0, "SNAPSHOT_CORRUPT", `the session's snapshot was unusable (${restored.rejected}); it was reset`),
+            `snapshot-${message.offset}`,
+          );
+        } else if (restored) {
+          const i = await restored.session.info();
+          await this.#host.adopt(session, restored.session, { policy: i.policy, sinks: i.sinks, window: i.window });
+          this.#host.setAppliedOffset(session, restored.meta.inputOffset);
+          if (restored.meta.inputOffset !== undefined) {
+            const covered = BigInt(restored.meta.inputOffset);
+            this.#skipUpTo.set(session, covered);
+            offsets.lastApplied.set(session, covered);
+          }
         }
       }
+    } catch (err) {
+      // Undo, so the redelivered record is processed again rather than skipped.
+      offsets.abandon(offset);
+      if (restoring !== undefined) this.#restoreTried.delete(restoring);
+      throw err;
     }
+    const session = op.session;
     if (!this.#assigned.has(partition) && this.#assigned.size > 0) {
       // The partition moved while this record waited; its new owner applies it.
       this.#evictPartitionSessions(partition);
@@ -388,13 +428,15 @@ export class KafkaRuntime {
       this.#send(session, encodeOutputRecord(e, s), op.requestId);
       observer?.event(e);
       this.#countTokens(session, e);
-      const waiter = this.#waiters.get(op.requestId);
+      const waiter = this.#waiters.get(waiterKey(session, op.requestId));
       if (waiter && waiter.nextSeq === s) {
         waiter.nextSeq++;
         waiter.emit(e);
       }
     };
-    const execution = this.#host.execute({ ...op, logOffset: message.offset }, emit);
+    // Records from the log are never refused for queue room (that would drop
+    // input); the partition pauses instead when the host is full.
+    const execution = this.#host.execute({ ...op, logOffset: message.offset, fromLog: true }, emit);
     void execution.then(
       () => {
         offsets.finished(offset, session);
@@ -403,18 +445,21 @@ export class KafkaRuntime {
           offsets.forget(session);
           void this.#snapshots.forget(session);
         }
-        this.#settleWaiter(op.requestId, undefined);
+        this.#settleWaiter(session, op.requestId, undefined);
         this.#maybeResume();
       },
       (err: unknown) => {
         // Evicted because the partition moved: the new owner applies the
         // record from the log, and a waiting caller gets its results there.
-        if (err === evicted) return;
+        if (err === evicted) {
+          this.#maybeResume();
+          return;
+        }
         observer?.done(err);
         const code = err instanceof ServiceError ? err.code : ((err as { code?: string }).code ?? "INTERNAL");
         this.#send(session, encodeErrorRecord(session, op.requestId, seq++, code, (err as Error).message), op.requestId);
         offsets.finished(offset);
-        this.#settleWaiter(op.requestId, err);
+        this.#settleWaiter(session, op.requestId, err);
         this.#maybeResume();
       },
     );
@@ -437,25 +482,27 @@ export class KafkaRuntime {
   #onOutput(value: Buffer | null): void {
     const r = decodeOutputRecord(value);
     if (!r) return;
-    const w = this.#waiters.get(r.requestId);
+    const key = waiterKey(r.session, r.requestId);
+    const w = this.#waiters.get(key);
     if (!w || r.seq !== w.nextSeq) return;
     w.nextSeq++;
     if ("error" in r) {
-      this.#waiters.delete(r.requestId);
+      this.#waiters.delete(key);
       w.reject(errorFromRecord(r.error.code, r.error.message));
       return;
     }
     w.emit(r.event);
     if (r.event.kind !== "token") {
-      this.#waiters.delete(r.requestId);
+      this.#waiters.delete(key);
       w.resolve();
     }
   }
 
-  #settleWaiter(requestId: string, err: unknown): void {
-    const w = this.#waiters.get(requestId);
+  #settleWaiter(session: string, requestId: string, err: unknown): void {
+    const key = waiterKey(session, requestId);
+    const w = this.#waiters.get(key);
     if (!w) return;
-    this.#waiters.delete(requestId);
+    this.#waiters.delete(key);
     if (err === undefined) w.resolve();
     else w.reject(err);
   }

@@ -22,6 +22,12 @@ export class PartitionOffsets {
     return offset < this.#next;
   }
 
+  /** The handler failed before the record took effect: it will be delivered again. */
+  abandon(offset: bigint): void {
+    this.#inflight.delete(offset);
+    if (offset < this.#next) this.#next = offset;
+  }
+
   started(offset: bigint): void {
     this.#inflight.add(offset);
     if (offset + 1n > this.#next) this.#next = offset + 1n;
