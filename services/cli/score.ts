@@ -2,20 +2,26 @@
  * `streamsink score`: streams a text or token-id file through one session and
  * reports mean NLL and perplexity under the chosen cache policy.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 
 import { Engine, POLICIES, type Policy } from "../engine/index.js";
+import { renderNllPlot, reportLabel, type NllRun } from "./plot.js";
 import { ProgressBar } from "./progress.js";
 import { parseIntFlag, UsageError } from "./usage-error.js";
 
 export const SCORE_USAGE = `usage: streamsink score --model DIR (--text FILE | --ids-file FILE)
          [--policy dense|window|recompute|sinks] [--sinks N] [--window N]
          [--sink-token ID|none] [--chunk N] [--threads N] [--backend cpu|cuda|auto]
-         [--json] [--logprobs]
+         [--json] [--logprobs] [--out REPORT.json]
+         [--plot FILE.svg [--compare REPORT.json]... [--moving-average N] [--plot-points K] [--title TEXT]]
 
   --window N is W in the paper's S+W notation (4+1020 is --sinks 4 --window 1020).
-  An ids file holds a JSON array or whitespace-separated token ids.`;
+  An ids file holds a JSON array or whitespace-separated token ids.
+  --out writes the JSON report (with logprobs) to a file.
+  --plot draws per-token NLL against stream position (K points, default 10, each
+  the mean NLL of the N tokens ending there; N defaults to the spacing) for this
+  run and for each --compare report (written earlier with --out or --json --logprobs).`;
 
 export interface ScoreReport {
   model: string;
@@ -70,6 +76,12 @@ export async function runScore(argv: string[]): Promise<void> {
       backend: { type: "string", default: "auto" },
       json: { type: "boolean", default: false },
       logprobs: { type: "boolean", default: false },
+      out: { type: "string" },
+      plot: { type: "string" },
+      compare: { type: "string", multiple: true },
+      "moving-average": { type: "string" },
+      "plot-points": { type: "string" },
+      title: { type: "string" },
     },
   });
   if (!values.model) throw new UsageError("--model is required");
@@ -82,6 +94,21 @@ export async function runScore(argv: string[]): Promise<void> {
   const window = parseIntFlag("window", values.window, 1);
   const chunk = parseIntFlag("chunk", values.chunk, 1) ?? 256;
   const threads = parseIntFlag("threads", values.threads, 1);
+  const movingAverage = parseIntFlag("moving-average", values["moving-average"], 1);
+  const plotPoints = parseIntFlag("plot-points", values["plot-points"], 1);
+  if (!values.plot && (values.compare || movingAverage !== undefined || plotPoints !== undefined))
+    throw new UsageError("--compare, --moving-average and --plot-points need --plot FILE.svg");
+  const compared: Array<{ label: string; logprobs: number[]; model: string }> = [];
+  for (const file of values.compare ?? []) {
+    let r: ScoreReport;
+    try {
+      r = JSON.parse(await readFile(file, "utf8")) as ScoreReport;
+    } catch (err) {
+      throw new UsageError(`--compare ${file}: not a readable score report (${(err as Error).message})`);
+    }
+    if (!Array.isArray(r.logprobs)) throw new UsageError(`--compare ${file}: the report has no logprobs (write it with --out or --json --logprobs)`);
+    compared.push({ label: reportLabel(r), logprobs: r.logprobs, model: r.model });
+  }
   let sinkToken: number | "none" | "model" = "model";
   if (values["sink-token"] !== undefined) sinkToken = values["sink-token"] === "none" ? "none" : parseIntFlag("sink-token", values["sink-token"], 0)!;
 
@@ -146,6 +173,21 @@ export async function runScore(argv: string[]): Promise<void> {
       ...(values.logprobs ? { logprobs: scored } : {}),
     };
     await session.close();
+    if (values.out) await writeFile(values.out, JSON.stringify({ ...report, logprobs: scored }) + "\n");
+    if (values.plot) {
+      const own = { label: reportLabel(report), logprobs: scored, model: report.model };
+      const all = [...compared, own];
+      const manyModels = new Set(all.map((r) => r.model)).size > 1;
+      const runs: NllRun[] = all.map((r) => ({ label: manyModels ? `${r.model.split("/").pop()}: ${r.label}` : r.label, logprobs: r.logprobs }));
+      await writeFile(
+        values.plot,
+        renderNllPlot(runs, {
+          ...(values.title ? { title: values.title } : {}),
+          ...(movingAverage !== undefined ? { movingAverage } : {}),
+          ...(plotPoints !== undefined ? { points: plotPoints } : {}),
+        }),
+      );
+    }
     if (values.json) {
       process.stdout.write(JSON.stringify(report) + "\n");
     } else {
