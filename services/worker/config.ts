@@ -94,13 +94,15 @@ export function serveUsage(): string {
   return `usage: streamsink serve [options]\n\n  flag                       env                                what\n${lines.join("\n")}`;
 }
 
-/** The model bundled with the package (models/tiny-llama). */
+/** The bundled default model: the trained streamsink-llama-7m (models/), trained by tools/train. */
+export const BUNDLED_MODEL = "streamsink-llama-7m";
+
 export function bundledModelDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    if (existsSync(join(dir, "models", "tiny-llama", "config.json"))) return join(dir, "models", "tiny-llama");
+    if (existsSync(join(dir, "models", BUNDLED_MODEL, "config.json"))) return join(dir, "models", BUNDLED_MODEL);
     const parent = dirname(dir);
-    if (parent === dir) throw new ConfigError("no --model given and the bundled model (models/tiny-llama) is missing");
+    if (parent === dir) throw new ConfigError(`no --model given and the bundled model (models/${BUNDLED_MODEL}) is missing`);
     dir = parent;
   }
 }

@@ -7,7 +7,7 @@ describe("worker configuration", () => {
   it("has embedded defaults: bundled model, gRPC on 0.0.0.0:50051, no Kafka, no Redis", () => {
     const c = loadWorkerConfig([], {});
     expect(c).toMatchObject({ grpcHost: "0.0.0.0", grpcPort: 50051, metricsPort: 9464, kafkaBrokers: [], redisUrl: undefined, policy: "sinks", sinks: 4, window: 1020 });
-    expect(c.model).toMatch(/models\/tiny-llama$/);
+    expect(c.model).toMatch(/models\/streamsink-llama-7m$/);
   });
 
   it("reads STREAMSINK_* env and lets flags win", () => {
