@@ -11,6 +11,7 @@ import { ConfigError, serveUsage } from "../worker/config.js";
 import { BENCH_USAGE, runBench } from "./bench.js";
 import { BENCH_SERVICE_USAGE, runBenchService } from "./bench-service.js";
 import { CHAT_USAGE, FEED_USAGE, GENERATE_USAGE, runChat, runFeed, runGenerate } from "./client-commands.js";
+import { PLOT_USAGE, runPlot } from "./plot.js";
 import { runServe } from "./serve.js";
 import { runScore, SCORE_USAGE } from "./score.js";
 import { UsageError } from "./usage-error.js";
@@ -24,6 +25,7 @@ commands:
   feed      stream a text file into a session on a running server
   score     stream text or token ids through one session; mean NLL and perplexity
   bench     tokens/s and per-token latency per cache policy and cache size
+  plot      SVG plots of score reports (NLL along the stream) or sink metrics
 
 ${serveUsage()}
 
@@ -37,7 +39,9 @@ ${SCORE_USAGE}
 
 ${BENCH_USAGE}
 
-${BENCH_SERVICE_USAGE}`;
+${BENCH_SERVICE_USAGE}
+
+${PLOT_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -61,6 +65,9 @@ async function main(argv: string[]): Promise<number> {
       case "bench":
         if (rest[0] === "service") await runBenchService(rest.slice(1));
         else await runBench(rest);
+        return 0;
+      case "plot":
+        await runPlot(rest);
         return 0;
       case "help":
       case "--help":

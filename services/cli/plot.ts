@@ -19,13 +19,14 @@ import { pathToFileURL } from "node:url";
 import { renderSvg, type Panel, type Series } from "./svg-plot.js";
 import { parseIntFlag, UsageError } from "./usage-error.js";
 
-export const PLOT_USAGE = `usage: streamsink plot --out FILE.svg [--title TEXT] [--moving-average N] [--points K] INPUT...
+export const PLOT_USAGE = `usage: streamsink plot --out FILE.svg [--title TEXT] [--moving-average N] [--points K] [--first N] INPUT...
 
   Each INPUT is either a score report written by \`streamsink score --json --logprobs\`
   (drawn as NLL against stream position at up to K round positions, default 10, each
   point the mean NLL of the N tokens ending there; N defaults to the spacing), or a model's
   sink_metric.json (tools/train/sink_metric.py; drawn as attention to the first
-  token by layer). All inputs must be of one kind.`;
+  token by layer). All inputs must be of one kind. --first N draws only the first N
+  predictions of each report.`;
 
 /** What plotNll needs from a score report. */
 export interface NllRun {
@@ -141,6 +142,7 @@ export async function runPlot(argv: string[]): Promise<void> {
       title: { type: "string" },
       "moving-average": { type: "string" },
       points: { type: "string" },
+      first: { type: "string" },
     },
   });
   if (!values.out) throw new UsageError("--out FILE.svg is required");
@@ -161,8 +163,9 @@ export async function runPlot(argv: string[]): Promise<void> {
   } else if (inputs.every(isReport)) {
     const reports = inputs as ScoreReportLike[];
     const manyModels = new Set(reports.map((r) => r.model)).size > 1;
+    const first = parseIntFlag("first", values.first, 1);
     svg = renderNllPlot(
-      reports.map((r) => ({ label: reportLabel(r, manyModels), logprobs: r.logprobs! })),
+      reports.map((r) => ({ label: reportLabel(r, manyModels), logprobs: first ? r.logprobs!.slice(0, first) : r.logprobs! })),
       {
         ...(values.title ? { title: values.title } : {}),
         ...(values["moving-average"] ? { movingAverage: parseIntFlag("moving-average", values["moving-average"], 1)! } : {}),

@@ -20,6 +20,9 @@
  *    (measured 51.24: 9.6% worse);
  *  - sink-token model: evicting its sink token (window 0+128) costs more than
  *    1.5x against keeping it (1+127) (measured 118.46 vs 48.41: 2.45x).
+ * `recompute` is compared for the vanilla model only: for the sink-token model
+ * it re-runs windows without the sink token and is no oracle (84.4 against
+ * 42.2 for sinks over 13k tokens, docs/REPRODUCTION.md).
  * Runtime: about 2 minutes on 2 cores, most of it `recompute`.
  */
 import { readFileSync } from "node:fs";

@@ -37,12 +37,17 @@ if [ -s "$R/v-recompute.json" ]; then
     --compare "$R/v-dense.json" --compare "$R/v-window.json" --compare "$R/v-recompute.json" \
     --plot-points 7 --title "streamsink-llama-7m, held-out Moby Dick, cache 256" 2>/dev/null
 fi
-node dist/services/cli/plot.js --out docs/reproduction/fig3-nll-sink-model.svg --points 7 \
+# The first 2,000 tokens in finer steps, where dense leaves the others.
+node dist/services/cli/main.js plot --out docs/reproduction/fig3-nll-vanilla-start.svg --first 2000 --points 10 \
+  --title "streamsink-llama-7m, first 2,000 tokens" \
+  "$R/v-dense.json" "$R/v-window.json" "$R/v-recompute.json" "$R/v-sinks4.json"
+S_RE=(); [ -s "$R/s-recompute.json" ] && S_RE=("$R/s-recompute.json")
+node dist/services/cli/main.js plot --out docs/reproduction/fig3-nll-sink-model.svg --points 7 \
   --title "streamsink-llama-7m-sink, held-out Moby Dick, cache 256" \
-  "$R/s-dense.json" "$R/s-window.json" "$R/s-sinks1.json" "$R/s-sinks4.json"
+  "$R/s-dense.json" "$R/s-window.json" "${S_RE[@]}" "$R/s-sinks1.json" "$R/s-sinks4.json"
 
 # Sink metric by layer (PyTorch on the CPU; writes MODEL/sink_metric.json), then its plot.
 for model in $M $MS; do
   python3 tools/train/sink_metric.py --model $model --text tests/quality/data/mobydick-heldout-13k.txt --windows 32 >/dev/null
 done
-node dist/services/cli/plot.js --out docs/reproduction/sink-metric-by-layer.svg $M/sink_metric.json $MS/sink_metric.json
+node dist/services/cli/main.js plot --out docs/reproduction/sink-metric-by-layer.svg $M/sink_metric.json $MS/sink_metric.json
