@@ -3,10 +3,11 @@
  * symbol the addon exports is declared here; the rest of the code base uses
  * the public Engine/Session classes, never these Native* types directly.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+
+import { packageRoot } from "../package-root.js";
 
 export type NativePolicy = "dense" | "window" | "recompute" | "sinks";
 
@@ -81,19 +82,6 @@ export interface NativeAddon {
   backendInfo(): NativeBackendInfo;
 }
 
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, "package.json");
-    if (existsSync(manifest)) {
-      const parsed = JSON.parse(readFileSync(manifest, "utf8")) as { name?: string };
-      if (parsed.name === "streamsink") return dir;
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error("cannot locate the streamsink package root");
-    dir = parent;
-  }
-}
 
 let cached: NativeAddon | undefined;
 

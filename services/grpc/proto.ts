@@ -4,11 +4,11 @@
  * the .proto). The loader options here decide the object shapes described in
  * messages.ts; server and client both load through this file.
  */
-import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 import * as protoLoader from "@grpc/proto-loader";
+
+import { packageRoot } from "../package-root.js";
 import { protoPath as healthProtoPath } from "grpc-health-check";
 
 import type {
@@ -55,19 +55,6 @@ export interface StreamsinkProto {
   methods: StreamsinkMethods;
 }
 
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const manifest = join(dir, "package.json");
-    if (existsSync(manifest)) {
-      const parsed = JSON.parse(readFileSync(manifest, "utf8")) as { name?: string };
-      if (parsed.name === "streamsink") return dir;
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error("cannot locate the streamsink package root");
-    dir = parent;
-  }
-}
 
 /** The directory holding streamsink/v1/streamsink.proto. */
 export function protoDir(): string {

@@ -4,11 +4,11 @@
  * names the setting that is wrong.
  */
 import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 import type { Policy } from "../engine/index.js";
+import { packageRoot } from "../package-root.js";
 import { DEFAULT_LIMITS, type HostLimits } from "./session-host.js";
 
 export interface WorkerConfig {
@@ -98,13 +98,9 @@ export function serveUsage(): string {
 export const BUNDLED_MODEL = "streamsink-llama-7m";
 
 export function bundledModelDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, "models", BUNDLED_MODEL, "config.json"))) return join(dir, "models", BUNDLED_MODEL);
-    const parent = dirname(dir);
-    if (parent === dir) throw new ConfigError(`no --model given and the bundled model (models/${BUNDLED_MODEL}) is missing`);
-    dir = parent;
-  }
+  const dir = join(packageRoot(), "models", BUNDLED_MODEL);
+  if (!existsSync(join(dir, "config.json"))) throw new ConfigError(`no --model given and the bundled model (models/${BUNDLED_MODEL}) is missing`);
+  return dir;
 }
 
 export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): WorkerConfig {

@@ -7,27 +7,17 @@
  * Idle sessions' snapshots expire after `ttlSeconds`.
  */
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 
 import type { Redis } from "ioredis";
 
+import { packageRoot } from "../../package-root.js";
 import { decodeEnvelope, encodeEnvelope, type SnapshotMeta, type SnapshotStore } from "../snapshot-store.js";
 import type { RedisKeys } from "./keys.js";
 
 /** The Lua scripts live in services/worker/redis/lua (shipped beside dist/). */
 function loadScript(name: string): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, "services", "worker", "redis", "lua", name);
-    try {
-      return readFileSync(candidate, "utf8");
-    } catch {
-      const parent = dirname(dir);
-      if (parent === dir) throw new Error(`cannot find the Redis script ${name}`);
-      dir = parent;
-    }
-  }
+  return readFileSync(join(packageRoot(), "services", "worker", "redis", "lua", name), "utf8");
 }
 
 const SAVE_SNAPSHOT = loadScript("save-snapshot.lua");
