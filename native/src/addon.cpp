@@ -126,7 +126,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(m.model_hash()));
     o.Set("modelHash", hash);
     o.Set("sinkTokenId", c.sink_token_id);
-    o.Set("backend", "cpu");
+    o.Set("backend", engine_->backend());
+    if (const GpuBackend* g = engine_->gpu()) {
+      o.Set("device", g->device_name());
+      o.Set("dtype", gpu_dtype_name(g->dtype()));
+    }
     o.Set("threads", m.threads());
     return o;
   }
@@ -308,12 +312,12 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, std::string dir, int threads)
-      : Napi::AsyncWorker(env, "streamsink.load"), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)), threads_(threads) {}
+  LoadWorker(Napi::Env env, std::string dir, EngineOptions options)
+      : Napi::AsyncWorker(env, "streamsink.load"), deferred_(Napi::Promise::Deferred::New(env)), dir_(std::move(dir)), options_(std::move(options)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      engine_ = std::make_unique<Engine>(dir_, threads_);
+      engine_ = std::make_unique<Engine>(dir_, options_);
     } catch (...) {
       error_.capture();
     }
@@ -331,7 +335,7 @@ class LoadWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::string dir_;
-  int threads_;
+  EngineOptions options_;
   std::unique_ptr<Engine> engine_;
   CapturedError error_;
 };
@@ -341,19 +345,26 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     if (info.Length() < 1 || !info[0].IsString()) throw EngineError(ErrorCode::InvalidArgument, "loadModel expects a directory path");
     std::string dir = info[0].As<Napi::String>().Utf8Value();
-    int threads = 0;
-    std::string backend = "auto";
+    EngineOptions eo;
+    eo.threads = 0;
+    eo.backend = "auto";
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Object o = info[1].As<Napi::Object>();
-      threads = int(int_option(o, "threads", 0));
+      eo.threads = int(int_option(o, "threads", 0));
       Napi::Value b = o.Get("backend");
-      if (b.IsString()) backend = b.As<Napi::String>().Utf8Value();
+      if (b.IsString()) eo.backend = b.As<Napi::String>().Utf8Value();
+      Napi::Value d = o.Get("dtype");
+      if (d.IsString()) {
+        eo.gpu.dtype = parse_gpu_dtype(d.As<Napi::String>().Utf8Value());
+        eo.gpu_dtype_set = true;
+      }
+      eo.gpu.device = int(int_option(o, "device", 0));
     }
-    if (backend != "cpu" && backend != "cuda" && backend != "auto")
+    if (eo.backend != "cpu" && eo.backend != "cuda" && eo.backend != "auto")
       throw EngineError(ErrorCode::InvalidArgument, "backend must be cpu, cuda or auto");
-    if (backend == "cuda") require_cuda_backend();
-    if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-    auto* worker = new LoadWorker(env, dir, threads);
+    if (eo.backend == "cuda") require_cuda_backend();
+    if (eo.threads <= 0) eo.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    auto* worker = new LoadWorker(env, dir, eo);
     Napi::Promise p = worker->promise();
     worker->Queue();
     return p;

@@ -21,7 +21,32 @@ void log_softmax(const float* logits, int64_t n, float* out) {
 
 }  // namespace
 
-Engine::Engine(const std::string& model_dir, int threads) : model_(Model::load(model_dir, threads)) {}
+Engine::Engine(const std::string& model_dir, const EngineOptions& options) {
+  if (options.backend != "cpu" && options.backend != "cuda" && options.backend != "auto")
+    throw EngineError(ErrorCode::InvalidArgument, "backend must be cpu, cuda or auto, got \"" + options.backend + "\"");
+  const bool want_gpu = options.backend == "cuda" || (options.backend == "auto" && cuda_device_count() > 0);
+  if (options.backend == "cuda") require_cuda_backend();
+  model_ = Model::load(model_dir, options.threads);
+  if (want_gpu) {
+    GpuOptions g = options.gpu;
+    if (!options.gpu_dtype_set) g.dtype = model_->checkpoint_dtype_fp16() ? GpuDtype::FP16 : GpuDtype::BF16;
+    gpu_ = create_gpu_backend(*model_, g);
+    // The GPU holds the weights now; the CPU copy is not used again.
+    model_->release_host_weights();
+  }
+}
+
+void Engine::run_forward(std::vector<ForwardSequence>& seqs) {
+  if (gpu_) gpu_->forward(seqs);
+  else model_->forward(seqs);
+}
+
+std::unique_ptr<KvCache> Engine::new_cache(const CacheShape& shape, bool scratch) const {
+  const ModelConfig& c = model_->config();
+  auto cache = std::make_unique<KvCache>(shape, c.layers, c.kv_heads, c.head_dim, /*prerotated=*/scratch, /*host=*/!gpu_);
+  if (gpu_ && !scratch) gpu_->attach(*cache);
+  return cache;
+}
 
 SessionOptions Engine::validate_options(SessionOptions o) const {
   const int64_t kMaxSlots = int64_t(1) << 24;
@@ -47,7 +72,7 @@ uint64_t Engine::open_session(const SessionOptions& options) {
   s->options = validate_options(options);
   s->id = next_id_++;
   s->shape = CacheShape{s->options.policy, s->options.sinks, s->options.window};
-  if (s->options.policy != Policy::Recompute) s->cache = std::make_unique<KvCache>(s->shape, c.layers, c.kv_heads, c.head_dim);
+  if (s->options.policy != Policy::Recompute) s->cache = new_cache(s->shape);
   if (s->options.sink_token >= 0) s->pending_prefix.push_back(s->options.sink_token);
   s->last_logprobs.assign(size_t(c.vocab_size), 0.0f);
   uint64_t id = s->id;
@@ -93,13 +118,14 @@ void Engine::step_recompute(Session& s, const std::vector<int32_t>& tokens, std:
     }
     std::vector<int32_t> window(s.history.begin(), s.history.end());
     window.push_back(tokens[j]);
-    KvCache scratch(dense, c.layers, c.kv_heads, c.head_dim, /*prerotated=*/true);
+    std::unique_ptr<KvCache> scratch = new_cache(dense, /*scratch=*/true);
     std::vector<ForwardSequence> seq(1);
-    seq[0].cache = &scratch;
+    seq[0].cache = scratch.get();
+    seq[0].discard_kv = true;
     seq[0].tokens = window.data();
     seq[0].count = int64_t(window.size());
     seq[0].logits = logits.data();
-    model_->forward(seq);
+    run_forward(seq);
     float* dst = all ? &row_logprobs[j * size_t(V)] : s.last_logprobs.data();
     log_softmax(logits.data(), V, dst);
     if (all && j + 1 == tokens.size()) std::copy(dst, dst + V, s.last_logprobs.begin());
@@ -155,7 +181,7 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
     batch.push_back(fs);
     batch_owner.push_back(i);
   }
-  if (!batch.empty()) model_->forward(batch);
+  if (!batch.empty()) run_forward(batch);
 
   std::vector<StepOutput> outputs(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {

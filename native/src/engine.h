@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/cuda_backend.h"
 #include "model.h"
 #include "session.h"
 
@@ -33,11 +34,22 @@ struct SessionInfo {
   int32_t sink_token;
 };
 
+struct EngineOptions {
+  int threads = 1;
+  std::string backend = "cpu";  // cpu | cuda | auto (cuda when a device is visible)
+  GpuOptions gpu;               // dtype: default bf16, fp16 for fp16 checkpoints
+  bool gpu_dtype_set = false;
+};
+
 class Engine {
  public:
-  Engine(const std::string& model_dir, int threads);
+  Engine(const std::string& model_dir, const EngineOptions& options);
+  Engine(const std::string& model_dir, int threads) : Engine(model_dir, EngineOptions{threads, "cpu", {}, false}) {}
 
   const Model& model() const { return *model_; }
+  // "cpu" or "cuda".
+  const char* backend() const { return gpu_ ? "cuda" : "cpu"; }
+  const GpuBackend* gpu() const { return gpu_.get(); }
 
   uint64_t open_session(const SessionOptions& options);
   void close_session(uint64_t id);
@@ -56,8 +68,11 @@ class Engine {
   const Session& find(uint64_t id) const;
   void step_recompute(Session& s, const std::vector<int32_t>& tokens, std::vector<float>& row_logprobs, bool all);
   SessionOptions validate_options(SessionOptions o) const;
+  void run_forward(std::vector<ForwardSequence>& seqs);
+  std::unique_ptr<KvCache> new_cache(const CacheShape& shape, bool scratch = false) const;
 
   std::unique_ptr<Model> model_;
+  std::unique_ptr<GpuBackend> gpu_;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   uint64_t next_id_ = 1;
 };

@@ -4,8 +4,9 @@
 
 namespace streamsink {
 
-KvCache::KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated)
-    : shape_(shape), layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), prerotated_(prerotated && !shape.bounded()), k_(layers), v_(layers) {
+KvCache::KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated, bool host)
+    : shape_(shape), layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), prerotated_(prerotated && !shape.bounded()),
+      host_(host), k_(layers), v_(layers) {
   if (shape_.bounded()) reserve_tokens(shape_.capacity());
 }
 
@@ -13,11 +14,21 @@ void KvCache::reserve_tokens(int64_t end) {
   int64_t need = shape_.bounded() ? shape_.capacity() : end;
   if (need <= slots_) return;
   int64_t grow = shape_.bounded() ? need : std::max(need, slots_ + slots_ / 2 + 16);
-  for (int l = 0; l < layers_; ++l) {
-    k_[l].resize(size_t(grow * slot_floats()));
-    v_[l].resize(size_t(grow * slot_floats()));
-  }
   slots_ = grow;
+  if (host_) set_host_storage(true);
+}
+
+void KvCache::set_host_storage(bool on) {
+  host_ = on;
+  for (int l = 0; l < layers_; ++l) {
+    if (on) {
+      k_[l].resize(size_t(slots_ * slot_floats()));
+      v_[l].resize(size_t(slots_ * slot_floats()));
+    } else {
+      std::vector<float>().swap(k_[l]);
+      std::vector<float>().swap(v_[l]);
+    }
+  }
 }
 
 }  // namespace streamsink

@@ -4,6 +4,7 @@
 //   k, v: (layers) x (slots, kv_heads, head_dim)
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "cache_policy.h"
@@ -15,8 +16,16 @@ class KvCache {
   // `prerotated` stores keys already rotated at their slot index. Only valid
   // for a dense cache, where a key's position never changes: the recompute
   // baseline's scratch cache uses it so it is not charged for re-rotation.
-  KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated = false);
+  // `host` = false keeps no host arrays: the GPU backend holds the entries in
+  // device memory (device()) and fills the host arrays only to export.
+  KvCache(const CacheShape& shape, int layers, int kv_heads, int head_dim, bool prerotated = false, bool host = true);
   bool prerotated() const { return prerotated_; }
+  bool host_storage() const { return host_; }
+  // Allocates (true) or frees (false) the host arrays for slots_allocated() slots.
+  void set_host_storage(bool on);
+  // The GPU backend's device storage (opaque here).
+  const std::shared_ptr<void>& device() const { return device_; }
+  void set_device(std::shared_ptr<void> d) { device_ = std::move(d); }
 
   const CacheShape& shape() const { return shape_; }
   // Make room for tokens up to (excluding) `end`; dense caches grow, bounded
@@ -46,7 +55,9 @@ class KvCache {
   CacheShape shape_;
   int layers_, kv_heads_, head_dim_;
   bool prerotated_ = false;
+  bool host_ = true;
   int64_t slots_ = 0;
+  std::shared_ptr<void> device_;
   int64_t tokens_ = 0;
   std::vector<std::vector<float>> k_, v_;
 };

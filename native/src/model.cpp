@@ -44,6 +44,12 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir, int threads) {
   return m;
 }
 
+void Model::release_host_weights() {
+  std::vector<LayerWeights>().swap(layers_);
+  std::vector<float>().swap(embed_);
+  std::vector<float>().swap(lm_head_);
+}
+
 void Model::norm(const float* x, int64_t rows, const std::vector<float>& w, const std::vector<float>& b, float* y) const {
   if (config_.norm == NormKind::RMSNorm) rms_norm(x, rows, config_.hidden, w.data(), config_.norm_eps, y);
   else layer_norm(x, rows, config_.hidden, w.data(), b.empty() ? nullptr : b.data(), config_.norm_eps, y);

@@ -32,6 +32,7 @@ struct LayerWeights {
 
 struct ForwardSequence {
   KvCache* cache = nullptr;       // tokens are written from cache->tokens() on
+  bool discard_kv = false;        // GPU: a throwaway cache (recompute); entries need not be stored
   const int32_t* tokens = nullptr;
   int64_t count = 0;
   bool all_logits = false;        // logits for every token, else the last only
@@ -51,6 +52,18 @@ class Model {
   // keys/values to each sequence's cache (advancing cache->tokens()).
   void forward(std::vector<ForwardSequence>& seqs);
 
+  // Read-only views of the canonical fp32 weights (the GPU backend uploads them).
+  const LayerWeights& layer(int l) const { return layers_[size_t(l)]; }
+  const std::vector<float>& embedding() const { return embed_; }
+  const std::vector<float>& lm_head() const { return lm_head_.empty() ? embed_ : lm_head_; }
+  const std::vector<float>& final_norm_weight() const { return final_w_; }
+  const std::vector<float>& final_norm_bias() const { return final_b_; }
+  const std::vector<float>& alibi() const { return alibi_slopes_; }
+  // The checkpoint stores fp16 (the GPU backend then keeps fp16, else bf16).
+  bool checkpoint_dtype_fp16() const { return fp16_; }
+  // Drops the host copy of the weights once a GPU backend holds them.
+  void release_host_weights();
+
  private:
   Model() = default;
   void load_weights(const class TensorStore& store);
@@ -59,6 +72,7 @@ class Model {
   ModelConfig config_;
   uint64_t hash_ = 0;
   int64_t params_ = 0;
+  bool fp16_ = false;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<RopeTable> rope_;
   std::vector<float> alibi_slopes_;

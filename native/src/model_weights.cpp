@@ -77,6 +77,7 @@ void Model::load_weights(const TensorStore& store) {
   };
 
   embed_ = load(n.embed, {V, H});
+  fp16_ = store.get(n.embed).dtype == DType::F16;
   if (store.has(n.lm_head)) {
     lm_head_ = load(n.lm_head, {V, H});
   } else if (!c.tied_embeddings) {

@@ -17,6 +17,10 @@ class RopeTable {
   // Ensure positions [0, n) are tabulated. Not thread-safe: call before a step.
   void reserve(int64_t n);
   int rotary_dim() const { return rotary_dim_; }
+  int64_t positions() const { return positions_; }
+  // Tabulated cos/sin for positions [0, positions()), (positions, rotary_dim / 2) each.
+  const float* cos_table() const { return cos_.data(); }
+  const float* sin_table() const { return sin_.data(); }
   // out[0..head_dim) = rotate(x, pos); x and out may alias.
   void rotate(const float* x, int64_t pos, int head_dim, float* out) const {
     const int half = rotary_dim_ / 2;

@@ -140,6 +140,15 @@ std::vector<uint8_t> Engine::export_session(uint64_t id) const {
 
   if (s.cache) {
     KvCache& cache = *s.cache;
+    // A GPU cache is copied to host (fp32) for the encoding, then dropped again.
+    if (gpu_) gpu_->download(cache);
+    struct DropHost {
+      KvCache& c;
+      bool on;
+      ~DropHost() {
+        if (on) c.set_host_storage(false);
+      }
+    } drop{cache, bool(gpu_)};
     const int64_t filled_slots = cache.shape().bounded() ? std::min(cache.tokens(), cache.shape().capacity()) : cache.tokens();
     const int64_t sink_end = std::min(s.options.sinks, filled_slots);
     std::vector<float> sinks = gather_slots(cache, 0, sink_end);
@@ -236,6 +245,7 @@ uint64_t Engine::import_session(const uint8_t* data, size_t size) {
     scatter_slots(*s->cache, 0, sink_end, tmp.data());
     std::memcpy(tmp.data(), window, size_t(filled - sink_end) * per_slot);
     scatter_slots(*s->cache, sink_end, filled, tmp.data());
+    if (gpu_) gpu_->upload(*s->cache);
   } else if (history_len > uint64_t(o.window)) {
     throw EngineError(ErrorCode::SnapshotCorrupt, "session snapshot history is longer than its window");
   }

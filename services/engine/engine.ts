@@ -24,6 +24,8 @@ export interface EngineOptions {
   threads?: number;
   /** `auto` picks CUDA when the build has it and a GPU is visible, else the CPU. */
   backend?: "cpu" | "cuda" | "auto";
+  /** CUDA backend weight and cache type; default bf16 (fp16 for fp16 checkpoints). */
+  dtype?: "bf16" | "fp16" | "fp32";
 }
 
 export interface SessionOptions {
@@ -75,7 +77,11 @@ export class Engine implements AsyncDisposable {
     if (!existsSync(dir)) throw new ModelLoadError("E_IO", `model directory ${dir} does not exist`);
     let native: NativeModel;
     try {
-      native = await nativeAddon().loadModel(dir, { threads: options.threads ?? 0, backend: options.backend ?? "auto" });
+      native = await nativeAddon().loadModel(dir, {
+        threads: options.threads ?? 0,
+        backend: options.backend ?? "auto",
+        ...(options.dtype ? { dtype: options.dtype } : {}),
+      });
     } catch (err) {
       throw fromNative(err);
     }

@@ -26,6 +26,9 @@ export interface NativeModelInfo {
   /** Learned sink token from config.json (`streamsink.sink_token_id`), or -1. */
   sinkTokenId: number;
   backend: "cpu" | "cuda";
+  /** CUDA backend: the device's name and the weight/cache dtype. */
+  device?: string;
+  dtype?: "bf16" | "fp16" | "fp32";
   threads: number;
 }
 
@@ -78,7 +81,10 @@ export interface NativeBackendInfo {
 }
 
 export interface NativeAddon {
-  loadModel(dir: string, options: { threads?: number; backend?: "cpu" | "cuda" | "auto" }): Promise<NativeModel>;
+  loadModel(
+    dir: string,
+    options: { threads?: number; backend?: "cpu" | "cuda" | "auto"; dtype?: "bf16" | "fp16" | "fp32"; device?: number },
+  ): Promise<NativeModel>;
   backendInfo(): NativeBackendInfo;
 }
 

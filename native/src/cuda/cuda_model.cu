@@ -1,0 +1,631 @@
+// The CUDA backend's forward pass (see cuda_backend.h and kernels.cuh).
+//
+// One forward() runs every sequence of an engine step together: the tokens of
+// all sequences are stacked as rows, so each weight matrix is read once per
+// step whatever the number of sessions (cuBLAS GEMMs, fp32 accumulation and
+// output); attention runs per (row, KV head, split of the context) against
+// each session's own cache. The only host round-trips per step are one upload
+// of the step's descriptors and one download of the logits asked for.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../errors.h"
+#include "../kv_cache.h"
+#include "../model.h"
+#include "../rope.h"
+#include "cuda_backend.h"
+#include "kernels.cuh"
+
+namespace streamsink {
+
+namespace {
+
+[[noreturn]] void cuda_fail(const char* what, const std::string& detail) {
+  throw EngineError(ErrorCode::BackendUnavailable, std::string("CUDA: ") + what + ": " + detail);
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear the sticky-free allocation error
+    throw EngineError(ErrorCode::Capacity, std::string("CUDA: out of device memory in ") + what);
+  }
+  cuda_fail(what, cudaGetErrorString(e));
+}
+
+void check(cublasStatus_t e, const char* what) {
+  if (e != CUBLAS_STATUS_SUCCESS) cuda_fail(what, "cuBLAS status " + std::to_string(int(e)));
+}
+
+// Owned device allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) { reset(bytes); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  void reset(size_t bytes) {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+    if (bytes == 0) return;
+    check(cudaMalloc(&p_, bytes), "cudaMalloc");
+    bytes_ = bytes;
+  }
+  // Grows (contents discarded) to at least `bytes`.
+  void ensure(size_t bytes) {
+    if (bytes > bytes_) reset(std::max(bytes, bytes_ + bytes_ / 2));
+  }
+  template <typename U = void>
+  U* get() const { return static_cast<U*>(p_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A session's device cache: K and V, each (layers, slots, kv_heads, head_dim).
+struct DeviceKv {
+  DeviceBuffer k, v;
+  int64_t slots = 0;
+};
+
+template <typename T> struct CudaType;
+template <> struct CudaType<float> { static constexpr cudaDataType_t value = CUDA_R_32F; static constexpr GpuDtype dtype = GpuDtype::FP32; };
+template <> struct CudaType<__half> { static constexpr cudaDataType_t value = CUDA_R_16F; static constexpr GpuDtype dtype = GpuDtype::FP16; };
+template <> struct CudaType<__nv_bfloat16> { static constexpr cudaDataType_t value = CUDA_R_16BF; static constexpr GpuDtype dtype = GpuDtype::BF16; };
+
+int grid_for(int64_t n, int threads = 256) { return int(std::min<int64_t>((n + threads - 1) / threads, 4096)); }
+
+struct GpuLayer {
+  DeviceBuffer wqkv, wo, w_up, w_down;              // T
+  DeviceBuffer bqkv, bo, b_up, b_down;              // fp32, may be empty
+  DeviceBuffer norm1_w, norm1_b, norm2_w, norm2_b;  // fp32, may be empty
+};
+
+const float* opt(const DeviceBuffer& b) { return b.bytes() ? b.get<float>() : nullptr; }
+
+template <typename T>
+class CudaModel final : public GpuBackend {
+ public:
+  CudaModel(const ModelConfig& config, const GpuOptions& options) : c_(config), options_(options) {
+    check(cudaSetDevice(options.device), "cudaSetDevice");
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, options.device), "cudaGetDeviceProperties");
+    name_ = prop.name;
+    sm_count_ = prop.multiProcessorCount;
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cublasCreate(&blas_), "cublasCreate");
+    check(cublasSetStream(blas_, stream_), "cublasSetStream");
+    if (c_.position == PositionKind::Rotary) rope_ = std::make_unique<RopeTable>(c_.rotary_dim, c_.rope_theta);
+    const int G = c_.heads / c_.kv_heads;
+    attn_smem_ = gpu::attn_smem_bytes(G, c_.head_dim);
+    if (attn_smem_ > size_t(prop.sharedMemPerBlockOptin))
+      throw EngineError(ErrorCode::UnsupportedModel, "CUDA backend: attention needs " + std::to_string(attn_smem_) +
+                                                         " bytes of shared memory per block, the device allows " +
+                                                         std::to_string(prop.sharedMemPerBlockOptin));
+    check(cudaFuncSetAttribute(gpu::attn_split<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_smem_)),
+          "cudaFuncSetAttribute");
+    layers_.resize(size_t(c_.layers));
+  }
+
+  ~CudaModel() override {
+    if (host_meta_) cudaFreeHost(host_meta_);
+    if (host_logits_) cudaFreeHost(host_logits_);
+    if (blas_) cublasDestroy(blas_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  void upload_from(const Model& m) {
+    const int64_t H = c_.hidden, I = c_.intermediate, V = c_.vocab_size;
+    const int64_t up_dim = c_.activation == Activation::SwiGLU ? 2 * I : I;
+    const int64_t attn_dim = int64_t(c_.heads) * c_.head_dim;
+    for (int l = 0; l < c_.layers; ++l) {
+      const LayerWeights& w = m.layer(l);
+      GpuLayer& g = layers_[size_t(l)];
+      g.wqkv = to_device_t(w.wqkv, int64_t(c_.qkv_dim()) * H);
+      g.wo = to_device_t(w.wo, H * attn_dim);
+      g.w_up = to_device_t(w.w_up, up_dim * H);
+      g.w_down = to_device_t(w.w_down, H * I);
+      g.bqkv = to_device_f(w.bqkv);
+      g.bo = to_device_f(w.bo);
+      g.b_up = to_device_f(w.b_up);
+      g.b_down = to_device_f(w.b_down);
+      g.norm1_w = to_device_f(w.norm1_w);
+      g.norm1_b = to_device_f(w.norm1_b);
+      g.norm2_w = to_device_f(w.norm2_w);
+      g.norm2_b = to_device_f(w.norm2_b);
+    }
+    embed_ = to_device_t(m.embedding(), V * H);
+    if (&m.lm_head() != &m.embedding()) lm_head_ = to_device_t(m.lm_head(), V * H);
+    final_w_ = to_device_f(m.final_norm_weight());
+    final_b_ = to_device_f(m.final_norm_bias());
+    alibi_ = to_device_f(m.alibi());
+    check(cudaStreamSynchronize(stream_), "weight upload");
+    staging_.reset(0);
+  }
+
+  void randomize(uint64_t seed) {
+    const int64_t H = c_.hidden, I = c_.intermediate, V = c_.vocab_size;
+    const int64_t up_dim = c_.activation == Activation::SwiGLU ? 2 * I : I;
+    const int64_t attn_dim = int64_t(c_.heads) * c_.head_dim;
+    auto rand_t = [&](int64_t n, float scale) {
+      DeviceBuffer b(size_t(n) * sizeof(T));
+      gpu::fill_random<T><<<grid_for(n), 256, 0, stream_>>>(b.get<T>(), n, seed++ * 0x100000001ull, scale);
+      return b;
+    };
+    auto ones = [&](int64_t n) {
+      std::vector<float> h(size_t(n), 1.0f);
+      return to_device_f(h);
+    };
+    for (int l = 0; l < c_.layers; ++l) {
+      GpuLayer& g = layers_[size_t(l)];
+      g.wqkv = rand_t(int64_t(c_.qkv_dim()) * H, 1.0f / std::sqrt(float(H)));
+      g.wo = rand_t(H * attn_dim, 1.0f / std::sqrt(float(attn_dim)));
+      g.w_up = rand_t(up_dim * H, 1.0f / std::sqrt(float(H)));
+      g.w_down = rand_t(H * I, 1.0f / std::sqrt(float(I)));
+      g.norm1_w = ones(H);
+      if (c_.mlp_norm_separate || !c_.parallel_residual) g.norm2_w = ones(H);
+      if (c_.norm == NormKind::LayerNorm && c_.norm_bias) {
+        g.norm1_b = to_device_f(std::vector<float>(size_t(H), 0.0f));
+        g.norm2_b = to_device_f(std::vector<float>(size_t(H), 0.0f));
+      }
+    }
+    embed_ = rand_t(V * H, 1.0f);
+    if (!c_.tied_embeddings) lm_head_ = rand_t(V * H, 1.0f / std::sqrt(float(H)));
+    final_w_ = ones(H);
+    if (c_.position == PositionKind::Alibi) alibi_ = to_device_f(alibi_slopes(c_.heads, c_.alibi_bias_max));
+    check(cudaStreamSynchronize(stream_), "random weights");
+  }
+
+  std::string device_name() const override { return name_; }
+  GpuDtype dtype() const override { return CudaType<T>::dtype; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+  size_t slot_bytes() const override { return size_t(c_.layers) * 2 * size_t(c_.kv_heads) * c_.head_dim * sizeof(T); }
+
+  void attach(KvCache& cache) override { ensure_device(cache); }
+
+  void download(KvCache& cache) override {
+    auto dk = device_of(cache);
+    cache.set_host_storage(true);
+    if (!dk || dk->slots == 0) return;
+    const int64_t n = cache.slots_allocated() * cache.slot_floats();
+    staging_.ensure(size_t(n) * sizeof(float));
+    for (int l = 0; l < cache.layers(); ++l)
+      for (int kv = 0; kv < 2; ++kv) {
+        const T* src = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * cache.slot_floats();
+        gpu::convert_from<T><<<grid_for(n), 256, 0, stream_>>>(src, n, staging_.get<float>());
+        std::vector<float>& dst = kv == 0 ? cache.layer_keys(l) : cache.layer_values(l);
+        check(cudaMemcpyAsync(dst.data(), staging_.get(), size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
+              "cache download");
+        check(cudaStreamSynchronize(stream_), "cache download");
+      }
+  }
+
+  void upload(KvCache& cache) override {
+    ensure_device(cache);
+    auto dk = device_of(cache);
+    const int64_t n = cache.slots_allocated() * cache.slot_floats();
+    staging_.ensure(size_t(n) * sizeof(float));
+    for (int l = 0; l < cache.layers(); ++l)
+      for (int kv = 0; kv < 2; ++kv) {
+        const std::vector<float>& src = kv == 0 ? cache.layer_keys(l) : cache.layer_values(l);
+        check(cudaMemcpyAsync(staging_.get(), src.data(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_),
+              "cache upload");
+        T* dst = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * cache.slot_floats();
+        gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(staging_.get<float>(), n, dst);
+        check(cudaStreamSynchronize(stream_), "cache upload");
+      }
+    cache.set_host_storage(false);
+  }
+
+  void forward(std::vector<ForwardSequence>& seqs) override;
+
+ private:
+  static DeviceKv* device_of(const KvCache& cache) { return static_cast<DeviceKv*>(cache.device().get()); }
+
+  // Device storage for all of cache.slots_allocated(); a dense cache that
+  // grew is moved to a larger allocation layer by layer.
+  void ensure_device(KvCache& cache) {
+    DeviceKv* dk = device_of(cache);
+    const int64_t want = cache.slots_allocated();
+    if (want == 0 || (dk && dk->slots >= want)) return;
+    auto fresh = std::make_shared<DeviceKv>();
+    const size_t slot_elems = size_t(cache.slot_floats());
+    const size_t bytes = size_t(c_.layers) * size_t(want) * slot_elems * sizeof(T);
+    fresh->k.reset(bytes);
+    fresh->v.reset(bytes);
+    fresh->slots = want;
+    check(cudaMemsetAsync(fresh->k.get(), 0, bytes, stream_), "cache init");
+    check(cudaMemsetAsync(fresh->v.get(), 0, bytes, stream_), "cache init");
+    if (dk && dk->slots > 0) {
+      const size_t old_row = size_t(dk->slots) * slot_elems * sizeof(T), new_row = size_t(want) * slot_elems * sizeof(T);
+      check(cudaMemcpy2DAsync(fresh->k.get(), new_row, dk->k.get(), old_row, old_row, size_t(c_.layers),
+                              cudaMemcpyDeviceToDevice, stream_), "cache grow");
+      check(cudaMemcpy2DAsync(fresh->v.get(), new_row, dk->v.get(), old_row, old_row, size_t(c_.layers),
+                              cudaMemcpyDeviceToDevice, stream_), "cache grow");
+    }
+    check(cudaStreamSynchronize(stream_), "cache allocation");
+    cache.set_device(std::static_pointer_cast<void>(fresh));
+  }
+
+  DeviceBuffer to_device_t(const std::vector<float>& h, int64_t expect) {
+    if (int64_t(h.size()) != expect) throw EngineError(ErrorCode::TensorShape, "CUDA upload: weight has an unexpected size");
+    DeviceBuffer out(h.size() * sizeof(T));
+    staging_.ensure(h.size() * sizeof(float));
+    check(cudaMemcpyAsync(staging_.get(), h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, stream_), "weight upload");
+    gpu::convert_to<T><<<grid_for(int64_t(h.size())), 256, 0, stream_>>>(staging_.get<float>(), int64_t(h.size()), out.get<T>());
+    check(cudaStreamSynchronize(stream_), "weight upload");
+    weight_bytes_ += out.bytes();
+    return out;
+  }
+
+  DeviceBuffer to_device_f(const std::vector<float>& h) {
+    DeviceBuffer out(h.size() * sizeof(float));
+    if (!h.empty())
+      check(cudaMemcpyAsync(out.get(), h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, stream_), "weight upload");
+    check(cudaStreamSynchronize(stream_), "weight upload");
+    weight_bytes_ += out.bytes();
+    return out;
+  }
+
+  // Y (rows, out) = X (rows, in) W^T, W (out, in) row-major, fp32 output.
+  void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
+    const float one = 1.0f, zero = 0.0f;
+    check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w.get(),
+                       CudaType<T>::value, int(in), x, CudaType<T>::value, int(in), &zero, y, CUDA_R_32F, int(out),
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx");
+  }
+
+  void norm(const float* x, const int64_t* row_index, int64_t rows, const DeviceBuffer& w, const DeviceBuffer& b, T* y) {
+    gpu::norm_rows<T><<<int(rows), 256, 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
+                                                      c_.norm == NormKind::RMSNorm, y);
+  }
+
+  void ensure_rope(int64_t positions) {
+    if (!rope_ || positions <= rope_positions_) return;
+    rope_->reserve(positions);
+    const int64_t n = rope_->positions() * (c_.rotary_dim / 2);
+    rope_cos_.reset(size_t(n) * sizeof(float));
+    rope_sin_.reset(size_t(n) * sizeof(float));
+    check(cudaMemcpyAsync(rope_cos_.get(), rope_->cos_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
+    check(cudaMemcpyAsync(rope_sin_.get(), rope_->sin_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
+    check(cudaStreamSynchronize(stream_), "rope");
+    rope_positions_ = rope_->positions();
+  }
+
+  // Causal attention of the rows [row0, row0 + count) over themselves, in
+  // query blocks sized so the fp32 scores stay within kCausalScoreBytes.
+  void causal_attention(const float* qkv, int row0, int count) {
+    const ModelConfig& c = c_;
+    const int G = c.heads / c.kv_heads, hd = c.head_dim;
+    const int64_t n_q = int64_t(c.heads) * count * hd, n_kv = int64_t(c.kv_heads) * count * hd;
+    cq_.ensure(size_t(n_q) * sizeof(T));
+    ck_.ensure(size_t(n_kv) * sizeof(T));
+    cv_.ensure(size_t(n_kv) * sizeof(T));
+    gpu::causal_prep<T><<<dim3(unsigned(count), unsigned(c.heads + 2 * c.kv_heads)), 128, 0, stream_>>>(
+        qkv, row0, count, c.heads, c.kv_heads, hd, rope_ ? c.rotary_dim : 0, c.qkv_dim(),
+        rope_ ? rope_cos_.get<float>() : nullptr, rope_ ? rope_sin_.get<float>() : nullptr, cq_.get<T>(), ck_.get<T>(), cv_.get<T>());
+    const int64_t qb = std::max<int64_t>(1, std::min<int64_t>(count, kCausalScoreBytes / (int64_t(c.heads) * count * 4)));
+    const int64_t max_rows = qb * G;
+    cs_.ensure(size_t(c.kv_heads * max_rows * count) * sizeof(float));
+    cp_.ensure(size_t(c.kv_heads * max_rows * count) * sizeof(T));
+    co_.ensure(size_t(c.kv_heads * max_rows * hd) * sizeof(float));
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t a = 0; a < count; a += qb) {
+      const int64_t b = std::min<int64_t>(count, a + qb);
+      const int64_t m = (b - a) * G;
+      check(cublasGemmStridedBatchedEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(b), int(m), hd, &one, ck_.get<T>(),
+                                       CudaType<T>::value, hd, int64_t(count) * hd, cq_.get<T>() + a * G * hd,
+                                       CudaType<T>::value, hd, int64_t(count) * G * hd, &zero, cs_.get<float>(),
+                                       CUDA_R_32F, int(b), m * b, c.kv_heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "causal scores");
+      gpu::causal_softmax<T><<<dim3(unsigned(m), unsigned(c.kv_heads)), 256, 0, stream_>>>(
+          cs_.get<float>(), int(a), int(b), G, c.softmax_scale, alibi_.bytes() ? alibi_.get<float>() : nullptr, cp_.get<T>());
+      check(cublasGemmStridedBatchedEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, hd, int(m), int(b), &one, cv_.get<T>(),
+                                       CudaType<T>::value, hd, int64_t(count) * hd, cp_.get<T>(), CudaType<T>::value,
+                                       int(b), m * b, &zero, co_.get<float>(), CUDA_R_32F, hd, m * hd, c.kv_heads,
+                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "causal values");
+      gpu::causal_scatter<T><<<dim3(unsigned(m), unsigned(c.kv_heads)), 128, 0, stream_>>>(
+          co_.get<float>(), row0, int(a), int(b), G, c.heads, hd, attn_.get<T>());
+    }
+  }
+
+  void* host_meta(size_t bytes) {
+    if (bytes > host_meta_bytes_) {
+      if (host_meta_) cudaFreeHost(host_meta_);
+      host_meta_bytes_ = std::max(bytes, size_t(1) << 16);
+      check(cudaMallocHost(&host_meta_, host_meta_bytes_), "cudaMallocHost");
+    }
+    return host_meta_;
+  }
+
+  ModelConfig c_;
+  GpuOptions options_;
+  std::string name_;
+  int sm_count_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  size_t attn_smem_ = 0;
+  size_t weight_bytes_ = 0;
+  std::vector<GpuLayer> layers_;
+  DeviceBuffer embed_, lm_head_, final_w_, final_b_, alibi_;
+  std::unique_ptr<RopeTable> rope_;
+  DeviceBuffer rope_cos_, rope_sin_;
+  int64_t rope_positions_ = 0;
+  DeviceBuffer staging_;
+  struct CausalChunk {
+    int32_t row0, count;
+  };
+  static constexpr int64_t kCausalMinRows = 16;
+  static constexpr int64_t kCausalScoreBytes = int64_t(512) << 20;
+  std::vector<CausalChunk> causal_;
+  DeviceBuffer cq_, ck_, cv_, cs_, cp_, co_;
+  // Step workspace.
+  DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_;
+  void* host_meta_ = nullptr;
+  size_t host_meta_bytes_ = 0;
+  float* host_logits_ = nullptr;
+  size_t host_logits_bytes_ = 0;
+};
+
+template <typename T>
+void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
+  const ModelConfig& c = c_;
+  const int64_t H = c.hidden, V = c.vocab_size, I = c.intermediate, hd = c.head_dim;
+  const int64_t qkv_dim = c.qkv_dim(), attn_dim = int64_t(c.heads) * hd;
+  const int64_t up_dim = c.activation == Activation::SwiGLU ? 2 * I : I;
+  check(cudaSetDevice(options_.device), "cudaSetDevice");
+
+  // Descriptors: sequences, rows, tokens, output rows; one upload.
+  int64_t rows = 0, n_out = 0, max_n = 0, max_pos = 0;
+  causal_.clear();
+  for (ForwardSequence& q : seqs) {
+    rows += q.count;
+    if (q.count > 0) n_out += q.all_logits ? q.count : 1;
+  }
+  if (rows == 0) return;
+  std::vector<gpu::SeqDesc> sd(seqs.size());
+  std::vector<gpu::RowDesc> rd(static_cast<size_t>(rows));
+  std::vector<int32_t> tokens(static_cast<size_t>(rows));
+  std::vector<int64_t> out_rows;
+  out_rows.reserve(size_t(n_out));
+  int64_t row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    ForwardSequence& q = seqs[i];
+    KvCache& cache = *q.cache;
+    const CacheShape& shape = cache.shape();
+    const int64_t first = cache.tokens();
+    if (q.count > 0) cache.reserve_tokens(first + q.count);
+    if (!q.discard_kv && q.count > 0) ensure_device(cache);
+    DeviceKv* dk = device_of(cache);
+    gpu::SeqDesc& s = sd[i];
+    s.first_token = first;
+    s.slots = dk ? dk->slots : 0;
+    s.k = dk ? dk->k.get() : nullptr;
+    s.v = dk ? dk->v.get() : nullptr;
+    s.count = int32_t(q.count);
+    s.row0 = int32_t(row);
+    s.bounded = shape.bounded() ? 1 : 0;
+    s.sinks = int32_t(shape.sinks);
+    s.window = int32_t(shape.window);
+    s.store = q.discard_kv ? 0 : 1;
+    if (q.discard_kv && first != 0)
+      throw EngineError(ErrorCode::InvalidArgument, "CUDA: a discarded cache must start empty");
+    // A chunk that starts an empty cache and fits in it is plain causal
+    // attention: batched GEMMs (causal_attention) instead of context scans.
+    const bool causal = first == 0 && q.count >= kCausalMinRows && (!shape.bounded() || q.count <= shape.capacity());
+    if (causal) causal_.push_back({s.row0, int32_t(q.count)});
+    for (int64_t j = 0; j < q.count; ++j, ++row) {
+      const int64_t t = first + j;
+      gpu::RowDesc& r = rd[size_t(row)];
+      r.t = t;
+      r.seq = int32_t(i);
+      r.n = causal ? 0 : int32_t(shape.visible(t));
+      tokens[size_t(row)] = q.tokens[j];
+      if (causal) continue;
+      max_n = std::max(max_n, shape.visible(t));
+    }
+    max_pos = std::max(max_pos, shape.visible(first + q.count - 1));
+    if (q.count > 0) {
+      if (q.all_logits)
+        for (int64_t j = 0; j < q.count; ++j) out_rows.push_back(s.row0 + j);
+      else
+        out_rows.push_back(row - 1);
+    }
+  }
+  ensure_rope(max_pos);
+
+  const size_t sd_bytes = sd.size() * sizeof(gpu::SeqDesc), rd_bytes = rd.size() * sizeof(gpu::RowDesc);
+  const size_t tok_bytes = tokens.size() * sizeof(int32_t), out_bytes = out_rows.size() * sizeof(int64_t);
+  auto align = [](size_t b) { return (b + 15) & ~size_t(15); };
+  const size_t o_rd = align(sd_bytes), o_tok = o_rd + align(rd_bytes), o_out = o_tok + align(tok_bytes);
+  const size_t meta_bytes = o_out + out_bytes;
+  uint8_t* hm = static_cast<uint8_t*>(host_meta(meta_bytes));
+  std::memcpy(hm, sd.data(), sd_bytes);
+  std::memcpy(hm + o_rd, rd.data(), rd_bytes);
+  std::memcpy(hm + o_tok, tokens.data(), tok_bytes);
+  std::memcpy(hm + o_out, out_rows.data(), out_bytes);
+  meta_.ensure(meta_bytes);
+  check(cudaMemcpyAsync(meta_.get(), hm, meta_bytes, cudaMemcpyHostToDevice, stream_), "descriptor upload");
+  const auto* d_seqs = reinterpret_cast<const gpu::SeqDesc*>(meta_.get<uint8_t>());
+  const auto* d_rows = reinterpret_cast<const gpu::RowDesc*>(meta_.get<uint8_t>() + o_rd);
+  const auto* d_tokens = reinterpret_cast<const int32_t*>(meta_.get<uint8_t>() + o_tok);
+  const auto* d_out = reinterpret_cast<const int64_t*>(meta_.get<uint8_t>() + o_out);
+
+  // Attention split: enough blocks to fill the GPU even for one session.
+  const int64_t base_blocks = rows * c.kv_heads;
+  int64_t splits = std::max<int64_t>(1, (4 * sm_count_ + base_blocks - 1) / base_blocks);
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + gpu::kTile - 1) / gpu::kTile));
+  max_n = std::max<int64_t>(max_n, 1);
+  int64_t chunk = (max_n + splits - 1) / splits;
+  chunk = (chunk + gpu::kTile - 1) / gpu::kTile * gpu::kTile;
+  splits = (max_n + chunk - 1) / chunk;
+
+  x_.ensure(size_t(rows * H) * sizeof(float));
+  h_.ensure(size_t(rows * H) * sizeof(T));
+  qkv_.ensure(size_t(rows * qkv_dim) * sizeof(float));
+  attn_.ensure(size_t(rows * attn_dim) * sizeof(T));
+  a_.ensure(size_t(rows * H) * sizeof(float));
+  up_.ensure(size_t(rows * up_dim) * sizeof(float));
+  act_.ensure(size_t(rows * I) * sizeof(T));
+  m_.ensure(size_t(rows * H) * sizeof(float));
+  partial_.ensure(size_t(rows * c.heads * splits * (hd + 2)) * sizeof(float));
+  if (c.parallel_residual && c.mlp_norm_separate) h2_.ensure(size_t(rows * H) * sizeof(T));
+
+  float* x = x_.get<float>();
+  T* h = h_.get<T>();
+  float* qkv = qkv_.get<float>();
+  gpu::embed_rows<T><<<int(rows), 256, 0, stream_>>>(d_tokens, embed_.get<T>(), int(H), x);
+
+  gpu::AttnParams ap{};
+  ap.seqs = d_seqs;
+  ap.rows = d_rows;
+  ap.qkv = qkv;
+  ap.partial = partial_.get<float>();
+  ap.rope_cos = rope_ ? rope_cos_.get<float>() : nullptr;
+  ap.rope_sin = rope_ ? rope_sin_.get<float>() : nullptr;
+  ap.alibi = alibi_.bytes() ? alibi_.get<float>() : nullptr;
+  ap.heads = c.heads;
+  ap.kv_heads = c.kv_heads;
+  ap.head_dim = c.head_dim;
+  ap.rotary_dim = rope_ ? c.rotary_dim : 0;
+  ap.qkv_dim = int(qkv_dim);
+  ap.splits = int(splits);
+  ap.chunk = int(chunk);
+  ap.scale = c.softmax_scale;
+  const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));
+
+  for (int l = 0; l < c.layers; ++l) {
+    GpuLayer& w = layers_[size_t(l)];
+    norm(x, nullptr, rows, w.norm1_w, w.norm1_b, h);
+    gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
+    if (w.bqkv.bytes() || c.clip_qkv > 0)
+      gpu::bias_clip<<<grid_for(rows * qkv_dim), 256, 0, stream_>>>(qkv, rows * qkv_dim, int(qkv_dim), opt(w.bqkv), c.clip_qkv);
+    ap.layer = l;
+    for (const CausalChunk& cc : causal_) causal_attention(qkv, cc.row0, cc.count);
+    gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
+    gpu::attn_combine<T><<<dim3(unsigned(c.heads), unsigned(rows)), 128, 0, stream_>>>(
+        d_rows, ap.partial, c.heads, c.head_dim, int(splits), int(chunk), attn_.get<T>());
+    gpu::kv_store<T><<<int(rows), 256, 0, stream_>>>(d_seqs, d_rows, qkv, l, c.heads, c.kv_heads, c.head_dim, int(qkv_dim));
+    gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
+
+    const T* mlp_in = h;
+    if (c.parallel_residual) {
+      if (c.mlp_norm_separate) {
+        norm(x, nullptr, rows, w.norm2_w, w.norm2_b, h2_.get<T>());
+        mlp_in = h2_.get<T>();
+      }
+    } else {
+      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr);
+      norm(x, nullptr, rows, w.norm2_w, w.norm2_b, h);
+    }
+    gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
+    if (c.activation == Activation::SwiGLU)
+      gpu::swiglu_rows<T><<<grid_for(rows * I), 256, 0, stream_>>>(up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
+    else
+      gpu::gelu_rows<T><<<grid_for(rows * I), 256, 0, stream_>>>(up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
+    gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
+    if (c.parallel_residual)
+      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), a_.get<float>(), opt(w.bo), m_.get<float>(), opt(w.b_down));
+    else
+      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), m_.get<float>(), opt(w.b_down), nullptr, nullptr);
+  }
+
+  // Final norm and LM head for the rows whose logits are wanted.
+  normed_.ensure(size_t(n_out * H) * sizeof(T));
+  logits_.ensure(size_t(n_out * V) * sizeof(float));
+  norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
+  gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
+  const size_t logit_bytes = size_t(n_out * V) * sizeof(float);
+  if (logit_bytes > host_logits_bytes_) {
+    if (host_logits_) cudaFreeHost(host_logits_);
+    host_logits_ = nullptr;
+    check(cudaMallocHost(&host_logits_, logit_bytes), "cudaMallocHost");
+    host_logits_bytes_ = logit_bytes;
+  }
+  check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
+  check(cudaStreamSynchronize(stream_), "forward");
+  check(cudaGetLastError(), "forward kernels");
+
+  int64_t cursor = 0;
+  for (ForwardSequence& q : seqs) {
+    if (q.count == 0) continue;
+    q.cache->set_tokens(q.cache->tokens() + q.count);
+    const int64_t n = q.all_logits ? q.count : 1;
+    if (q.logits) std::memcpy(q.logits, host_logits_ + cursor * V, sizeof(float) * size_t(n * V));
+    cursor += n;
+  }
+}
+
+}  // namespace
+
+bool cuda_compiled() { return true; }
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void require_cuda_backend() {
+  if (cuda_device_count() == 0)
+    throw EngineError(ErrorCode::BackendUnavailable, "CUDA backend requested but no CUDA device is visible");
+}
+
+namespace {
+template <typename T>
+std::unique_ptr<GpuBackend> make_uploaded(const Model& model, const GpuOptions& options) {
+  auto m = std::make_unique<CudaModel<T>>(model.config(), options);
+  m->upload_from(model);
+  return m;
+}
+template <typename T>
+std::unique_ptr<GpuBackend> make_random(const ModelConfig& config, const GpuOptions& options, uint64_t seed) {
+  auto m = std::make_unique<CudaModel<T>>(config, options);
+  m->randomize(seed);
+  return m;
+}
+}  // namespace
+
+std::unique_ptr<GpuBackend> create_gpu_backend(const Model& model, const GpuOptions& options) {
+  require_cuda_backend();
+  switch (options.dtype) {
+    case GpuDtype::BF16: return make_uploaded<__nv_bfloat16>(model, options);
+    case GpuDtype::FP16: return make_uploaded<__half>(model, options);
+    case GpuDtype::FP32: return make_uploaded<float>(model, options);
+  }
+  throw EngineError(ErrorCode::InvalidArgument, "unknown GPU dtype");
+}
+
+std::unique_ptr<GpuBackend> create_random_gpu_backend(const ModelConfig& config, const GpuOptions& options, uint64_t seed) {
+  require_cuda_backend();
+  switch (options.dtype) {
+    case GpuDtype::BF16: return make_random<__nv_bfloat16>(config, options, seed);
+    case GpuDtype::FP16: return make_random<__half>(config, options, seed);
+    case GpuDtype::FP32: return make_random<float>(config, options, seed);
+  }
+  throw EngineError(ErrorCode::InvalidArgument, "unknown GPU dtype");
+}
+
+}  // namespace streamsink

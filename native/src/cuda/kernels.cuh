@@ -1,0 +1,451 @@
+// Device kernels of the CUDA backend. Storage type T is the weight and cache
+// type (__nv_bfloat16, __half or float); the residual stream, GEMM outputs,
+// norms and softmax are fp32.
+//
+// The sink+window attention kernel reads a session's cache where it lies:
+// slots [0, S) hold the sinks, [S, S+W) a ring buffer of the last W tokens,
+// keys stored before RoPE. Entry i of the context of token t (cache_policy.h)
+// is rotated to its in-cache position i as it is loaded, so nothing is ever
+// re-rotated in memory, gathered or copied. Tokens of the current chunk are
+// read from the step's fresh QKV rows (their cache slots are written after
+// attention, by kv_store), so a chunk longer than the window keeps exactly the
+// per-token semantics of the CPU backend.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace streamsink {
+namespace gpu {
+
+// Per sequence of a step (device copy rebuilt every step).
+struct SeqDesc {
+  int64_t first_token;  // tokens in the cache before this step
+  int64_t slots;        // allocated slots; a layer's K is slots * kv_heads * head_dim elements
+  void* k;              // T*, layer 0, slot 0
+  void* v;
+  int32_t count;        // tokens of this sequence in the step
+  int32_t row0;         // its first row in the step's activations
+  int32_t bounded, sinks, window;
+  int32_t store;        // write this step's entries to the cache
+};
+
+// Per row (token) of a step.
+struct RowDesc {
+  int64_t t;    // token index in the session's stream
+  int32_t seq;
+  int32_t n;    // visible entries (context size incl. itself); 0 = handled elsewhere
+};
+
+struct AttnParams {
+  const SeqDesc* seqs;
+  const RowDesc* rows;
+  const float* qkv;       // (rows, qkv_dim) fp32, biased and clipped
+  float* partial;         // (rows, heads, splits, head_dim + 2)
+  const float* rope_cos;  // (positions, rotary_dim / 2) or null
+  const float* rope_sin;
+  const float* alibi;     // (heads) or null
+  int layer, heads, kv_heads, head_dim, rotary_dim, qkv_dim;
+  int splits, chunk;      // entries per split (multiple of kTile)
+  float scale;
+};
+
+constexpr int kTile = 32;     // entries per tile (one per lane when scoring)
+constexpr int kThreads = 128;
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Token index of entry i of token t's context, and the slot a token lives in.
+__device__ __forceinline__ int64_t entry_token(const SeqDesc& s, int64_t t, int64_t i) {
+  if (!s.bounded || t < s.sinks + s.window || i < s.sinks) return i;
+  return t - s.window + 1 + (i - s.sinks);
+}
+__device__ __forceinline__ int64_t slot_of(const SeqDesc& s, int64_t u) {
+  if (!s.bounded || u < s.sinks) return u;
+  return s.sinks + (u - s.sinks) % s.window;
+}
+
+// Shared memory layout of attn_split (floats): q[G][hd], k[kTile][hd+1],
+// v[kTile][hd], p[G][kTile], m[G], l[G], alpha[G], acc[G][hd].
+inline size_t attn_smem_bytes(int group, int head_dim) {
+  size_t f = size_t(group) * head_dim + size_t(kTile) * (head_dim + 1) + size_t(kTile) * head_dim + size_t(group) * kTile +
+             3 * size_t(group) + size_t(group) * head_dim;
+  return f * sizeof(float);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) attn_split(AttnParams p) {
+  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
+  const RowDesc row = p.rows[r];
+  const int64_t n = row.n;
+  const int64_t begin = int64_t(split) * p.chunk;
+  if (n == 0 || begin >= n) return;
+  const int64_t end = min(n, begin + p.chunk);
+  const SeqDesc s = p.seqs[row.seq];
+  const int hd = p.head_dim, G = p.heads / p.kv_heads, half = p.rotary_dim / 2;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = kThreads / 32;
+
+  extern __shared__ float smem[];
+  __shared__ int64_t src_of[kTile];
+  float* q = smem;
+  float* ks = q + G * hd;
+  const int kstride = hd + 1;
+  float* vs = ks + kTile * kstride;
+  float* ps = vs + kTile * hd;
+  float* ms = ps + G * kTile;
+  float* ls = ms + G;
+  float* alpha = ls + G;
+  float* acc = alpha + G;
+
+  // Query heads of this KV group, rotated to the query's in-cache position
+  // n - 1 and pre-scaled.
+  const int64_t q_pos = n - 1;
+  const float* qrow = p.qkv + int64_t(r) * p.qkv_dim + int64_t(kvh) * G * hd;
+  for (int e = tid; e < G * hd; e += kThreads) {
+    const int d = e % hd;
+    float x = qrow[e];
+    if (p.rope_cos && d < p.rotary_dim) {
+      const int i = d < half ? d : d - half;
+      const float c = p.rope_cos[q_pos * half + i], sn = p.rope_sin[q_pos * half + i];
+      const float other = qrow[e + (d < half ? half : -half)];
+      x = d < half ? x * c - other * sn : x * c + other * sn;
+    }
+    q[e] = x * p.scale;
+  }
+  for (int g = tid; g < G; g += kThreads) {
+    ms[g] = -INFINITY;
+    ls[g] = 0.f;
+  }
+  for (int e = tid; e < G * hd; e += kThreads) acc[e] = 0.f;
+
+  const int64_t layer_off = int64_t(p.layer) * s.slots * p.kv_heads * hd + int64_t(kvh) * hd;
+  const T* kc = static_cast<const T*>(s.k) + layer_off;
+  const T* vc = static_cast<const T*>(s.v) + layer_off;
+  const int64_t slot_stride = int64_t(p.kv_heads) * hd;
+  const int k_off = p.heads * hd + kvh * hd, v_off = (p.heads + p.kv_heads) * hd + kvh * hd;
+
+  for (int64_t base = begin; base < end; base += kTile) {
+    __syncthreads();  // previous tile consumed; q/acc initialised
+    const int tile = int(end - base < kTile ? end - base : kTile);
+    // Where each entry of the tile lives: >= 0 a cache slot, < 0 -(row + 1)
+    // of a token of this step (its fresh QKV row).
+    if (tid < tile) {
+      const int64_t u = entry_token(s, row.t, base + tid);
+      src_of[tid] = u >= s.first_token ? -(int64_t(s.row0) + (u - s.first_token) + 1) : slot_of(s, u);
+    }
+    __syncthreads();
+    for (int e = tid; e < tile * hd; e += kThreads) {
+      const int j = e / hd, d = e % hd;
+      const int64_t i = base + j;
+      const int64_t where = src_of[j];
+      float kx, ko = 0.f, vx;
+      const bool rot = p.rope_cos && d < p.rotary_dim;
+      const int dp = d < half ? d + half : d - half;
+      if (where < 0) {
+        const float* src = p.qkv + (-where - 1) * p.qkv_dim;
+        kx = src[k_off + d];
+        if (rot) ko = src[k_off + dp];
+        vx = src[v_off + d];
+      } else {
+        const int64_t so = where * slot_stride;
+        kx = to_f(kc[so + d]);
+        if (rot) ko = to_f(kc[so + dp]);
+        vx = to_f(vc[so + d]);
+      }
+      if (rot) {
+        const int ii = d < half ? d : d - half;
+        const float c = p.rope_cos[i * half + ii], sn = p.rope_sin[i * half + ii];
+        kx = d < half ? kx * c - ko * sn : kx * c + ko * sn;
+      }
+      ks[j * kstride + d] = kx;
+      vs[j * hd + d] = vx;
+    }
+    __syncthreads();
+    // Scores and the online softmax: one warp per query head, one lane per entry.
+    for (int g = warp; g < G; g += nwarps) {
+      float sc = -INFINITY;
+      if (lane < tile) {
+        const float* qg = q + g * hd;
+        const float* kj = ks + lane * kstride;
+        float a = 0.f;
+        for (int d = 0; d < hd; ++d) a = fmaf(qg[d], kj[d], a);
+        if (p.alibi) a -= float(q_pos - (base + lane)) * p.alibi[kvh * G + g];
+        sc = a;
+      }
+      float mx = sc;
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = ms[g];
+      const float m_new = fmaxf(m_old, mx);
+      const float pj = lane < tile ? __expf(sc - m_new) : 0.f;
+      float sum = pj;
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      ps[g * kTile + lane] = pj;
+      if (lane == 0) {
+        const float a = __expf(m_old - m_new);
+        alpha[g] = a;
+        ls[g] = ls[g] * a + sum;
+        ms[g] = m_new;
+      }
+    }
+    __syncthreads();
+    for (int e = tid; e < G * hd; e += kThreads) {
+      const int g = e / hd, d = e % hd;
+      float a = acc[e] * alpha[g];
+      const float* pg = ps + g * kTile;
+      for (int j = 0; j < tile; ++j) a = fmaf(pg[j], vs[j * hd + d], a);
+      acc[e] = a;
+    }
+  }
+  __syncthreads();
+  // Partial result of this split: (m, l, acc[hd]) per query head.
+  for (int e = tid; e < G * (hd + 2); e += kThreads) {
+    const int g = e / (hd + 2), d = e % (hd + 2);
+    const int h = kvh * G + g;
+    float* dst = p.partial + ((int64_t(r) * p.heads + h) * p.splits + split) * (hd + 2);
+    dst[d] = d == 0 ? ms[g] : d == 1 ? ls[g] : acc[g * hd + d - 2];
+  }
+}
+
+// Merges the splits of each (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+template <typename T>
+__global__ void attn_combine(const RowDesc* rows, const float* partial, int heads, int head_dim, int splits, int chunk,
+                             T* out) {
+  const int h = blockIdx.x, r = blockIdx.y;
+  const int n = rows[r].n;
+  if (n == 0) return;
+  const int used = (n + chunk - 1) / chunk;
+  const float* base = partial + (int64_t(r) * heads + h) * splits * (head_dim + 2);
+  float M = -INFINITY;
+  for (int sp = 0; sp < used; ++sp) M = fmaxf(M, base[sp * (head_dim + 2)]);
+  float L = 0.f;
+  for (int sp = 0; sp < used; ++sp) L += __expf(base[sp * (head_dim + 2)] - M) * base[sp * (head_dim + 2) + 1];
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float a = 0.f;
+    for (int sp = 0; sp < used; ++sp) a += __expf(base[sp * (head_dim + 2)] - M) * base[sp * (head_dim + 2) + 2 + d];
+    out[int64_t(r) * heads * head_dim + int64_t(h) * head_dim + d] = from_f<T>(a / L);
+  }
+}
+
+// Writes the step's K (pre-RoPE) and V into cache slots. Within a chunk longer
+// than the window only the last writer of each ring slot stores.
+template <typename T>
+__global__ void kv_store(const SeqDesc* seqs, const RowDesc* rows, const float* qkv, int layer, int heads, int kv_heads,
+                         int head_dim, int qkv_dim) {
+  const int r = blockIdx.x;
+  const RowDesc row = rows[r];
+  const SeqDesc s = seqs[row.seq];
+  if (!s.store) return;
+  const int64_t end = s.first_token + s.count;
+  if (s.bounded && row.t >= s.sinks && row.t + s.window < end) return;
+  const int64_t slot = slot_of(s, row.t);
+  const int64_t off = int64_t(layer) * s.slots * kv_heads * head_dim + slot * kv_heads * head_dim;
+  const float* src = qkv + int64_t(r) * qkv_dim + int64_t(heads) * head_dim;
+  T* kd = static_cast<T*>(s.k) + off;
+  T* vd = static_cast<T*>(s.v) + off;
+  const int n = kv_heads * head_dim;
+  for (int e = threadIdx.x; e < n; e += blockDim.x) {
+    kd[e] = from_f<T>(src[e]);
+    vd[e] = from_f<T>(src[n + e]);
+  }
+}
+
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += red[w];
+  return t;
+}
+
+// y[r] = norm(x[r]) (RMSNorm when rms, else LayerNorm), one block per row.
+template <typename T>
+__global__ void norm_rows(const float* x, const int64_t* row_index, int dim, const float* w, const float* b, float eps,
+                          bool rms, T* y) {
+  __shared__ float red[32];
+  const int64_t src = row_index ? row_index[blockIdx.x] : blockIdx.x;
+  const float* xr = x + src * dim;
+  float mean = 0.f;
+  if (!rms) {
+    float s = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
+    mean = block_sum(s, red) / float(dim);
+  }
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float d = xr[i] - mean;
+    ss += d * d;
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
+  T* yr = y + int64_t(blockIdx.x) * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
+    if (b) v += b[i];
+    yr[i] = from_f<T>(v);
+  }
+}
+
+template <typename T>
+__global__ void embed_rows(const int32_t* tokens, const T* table, int dim, float* x) {
+  const int64_t tok = tokens[blockIdx.x];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) x[int64_t(blockIdx.x) * dim + i] = to_f(table[tok * dim + i]);
+}
+
+// y[r][i] += b[i], then clamp to [-clip, clip] when clip > 0.
+__global__ void bias_clip(float* y, int64_t total, int dim, const float* b, float clip) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    float v = y[e];
+    if (b) v += b[e % dim];
+    if (clip > 0.f) v = fminf(clip, fmaxf(-clip, v));
+    y[e] = v;
+  }
+}
+
+// x += a (+ba) (+ m (+bm)); any of m, ba, bm may be null.
+__global__ void residual_add(float* x, int64_t total, int dim, const float* a, const float* ba, const float* m,
+                             const float* bm) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int i = int(e % dim);
+    float v = x[e] + a[e];
+    if (ba) v += ba[i];
+    if (m) {
+      v += m[e];
+      if (bm) v += bm[i];
+    }
+    x[e] = v;
+  }
+}
+
+// SwiGLU over rows of [gate | up] (fp32, + bias) into T; GELU (erf) in place of up.
+template <typename T>
+__global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int inter, T* out) {
+  const int64_t total = rows * inter;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / inter;
+    const int i = int(e % inter);
+    float g = gu[r * 2 * inter + i], u = gu[r * 2 * inter + inter + i];
+    if (b) {
+      g += b[i];
+      u += b[inter + i];
+    }
+    out[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+  }
+}
+
+template <typename T>
+__global__ void gelu_rows(const float* x, const float* b, int64_t rows, int inter, T* out) {
+  const int64_t total = rows * inter;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    float v = x[e];
+    if (b) v += b[e % inter];
+    out[e] = from_f<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+  }
+}
+
+template <typename T>
+__global__ void convert_to(const float* src, int64_t n, T* dst) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+    dst[e] = from_f<T>(src[e]);
+}
+
+template <typename T>
+__global__ void convert_from(const T* src, int64_t n, float* dst) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+    dst[e] = to_f(src[e]);
+}
+
+// ---- Prefill of a chunk that starts an empty cache and fits in it ----------
+// Every token t of such a chunk sees tokens 0..t at positions 0..t (nothing is
+// evicted), i.e. plain causal attention, so it runs as batched GEMMs over
+// query blocks instead of one context scan per token.
+
+// Q (kv_heads, count, G, hd), K and V (kv_heads, count, hd), T, rotated at
+// position i; from the chunk's fp32 QKV rows.
+template <typename T>
+__global__ void causal_prep(const float* qkv, int row0, int count, int heads, int kv_heads, int hd, int rotary_dim,
+                            int qkv_dim, const float* rope_cos, const float* rope_sin, T* Q, T* K, T* V) {
+  const int i = blockIdx.x, hh = blockIdx.y;
+  const int G = heads / kv_heads, half = rotary_dim / 2;
+  const float* src = qkv + int64_t(row0 + i) * qkv_dim + int64_t(hh) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float x = src[d];
+    if (hh < heads + kv_heads && rope_cos && d < rotary_dim) {
+      const int ii = d < half ? d : d - half;
+      const float c = rope_cos[int64_t(i) * half + ii], sn = rope_sin[int64_t(i) * half + ii];
+      const float o = src[d < half ? d + half : d - half];
+      x = d < half ? x * c - o * sn : x * c + o * sn;
+    }
+    if (hh < heads) {
+      const int kvh = hh / G, g = hh % G;
+      Q[((int64_t(kvh) * count + i) * G + g) * hd + d] = from_f<T>(x);
+    } else if (hh < heads + kv_heads) {
+      K[(int64_t(hh - heads) * count + i) * hd + d] = from_f<T>(x);
+    } else {
+      V[(int64_t(hh - heads - kv_heads) * count + i) * hd + d] = from_f<T>(x);
+    }
+  }
+}
+
+// Scores S (kv_heads, rows = (b - a) * G, b) of query block [a, b) to
+// probabilities P (T): scale, ALiBi, causal mask j <= i, softmax.
+template <typename T>
+__global__ void causal_softmax(const float* S, int a, int b, int G, float scale, const float* alibi, T* P) {
+  __shared__ float red[32];
+  const int r = blockIdx.x, kvh = blockIdx.y;
+  const int64_t rows = int64_t(b - a) * G;
+  const int i = a + r / G, g = r % G;
+  const float slope = alibi ? alibi[kvh * G + g] : 0.f;
+  const float* sr = S + (int64_t(kvh) * rows + r) * b;
+  T* pr = P + (int64_t(kvh) * rows + r) * b;
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, sr[j] * scale - float(i - j) * slope);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = -INFINITY;
+  for (int w = 0; w < int(blockDim.x >> 5); ++w) mx = fmaxf(mx, red[w]);
+  float sum = 0.f;
+  for (int j = threadIdx.x; j <= i; j += blockDim.x) sum += __expf(sr[j] * scale - float(i - j) * slope - mx);
+  sum = block_sum(sum, red);
+  const float inv = 1.f / sum;
+  for (int j = threadIdx.x; j < b; j += blockDim.x)
+    pr[j] = from_f<T>(j <= i ? __expf(sr[j] * scale - float(i - j) * slope - mx) * inv : 0.f);
+}
+
+// O (kv_heads, (b - a) * G, hd) fp32 into the attention rows of the chunk.
+template <typename T>
+__global__ void causal_scatter(const float* O, int row0, int a, int b, int G, int heads, int hd, T* out) {
+  const int r = blockIdx.x, kvh = blockIdx.y;
+  const int64_t rows = int64_t(b - a) * G;
+  const int i = a + r / G, g = r % G;
+  const float* o = O + (int64_t(kvh) * rows + r) * hd;
+  T* dst = out + int64_t(row0 + i) * heads * hd + int64_t(kvh * G + g) * hd;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = from_f<T>(o[d]);
+}
+
+// Uniform values in [-scale, scale) from a counter hash (benchmark weights).
+template <typename T>
+__global__ void fill_random(T* dst, int64_t n, uint64_t seed, float scale) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + uint64_t(e) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = float(z >> 40) * (1.0f / 16777216.0f);
+    dst[e] = from_f<T>((2.f * u - 1.f) * scale);
+  }
+}
+
+}  // namespace gpu
+}  // namespace streamsink

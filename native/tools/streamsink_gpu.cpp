@@ -1,0 +1,536 @@
+// streamsink_gpu: tests and benchmarks of the CUDA backend without Node.js.
+//
+//   streamsink_gpu info
+//   streamsink_gpu parity <models dir> <golden dir> [--dtype D]      GPU vs the golden vectors
+//   streamsink_gpu versus <model dir> [--dtype D] [--factor F]       GPU vs CPU on streams F x the cache
+//   streamsink_gpu snapshot <model dir> [--dtype D]                  GPU <-> CPU session moves
+//   streamsink_gpu stream <model dir> --tokens N [--dtype D]         one real N-token sinks stream: latency, memory
+//   streamsink_gpu bench [--out F] [--quick]                         Llama-2-7B / Mistral-7B shaped random weights
+//
+// Every command prints JSON lines; parity/versus/snapshot exit 1 when a
+// tolerance is exceeded. Tolerances (see docs/gpu.md): fp32 1e-4 (the CPU
+// parity bound), fp16 0.05 and bf16 0.15 nats on per-token log-probs.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "engine.h"
+#include "errors.h"
+#include "json.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "model_config.h"
+
+using namespace streamsink;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string flag(std::vector<std::string>& args, const std::string& name, const std::string& fallback) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == name) {
+      std::string v = args[i + 1];
+      args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
+      return v;
+    }
+  return fallback;
+}
+
+bool has_flag(std::vector<std::string>& args, const std::string& name) {
+  auto it = std::find(args.begin(), args.end(), name);
+  if (it == args.end()) return false;
+  args.erase(it);
+  return true;
+}
+
+double tolerance_for(GpuDtype d) { return d == GpuDtype::FP32 ? 1e-4 : d == GpuDtype::FP16 ? 0.05 : 0.15; }
+
+EngineOptions gpu_engine(GpuDtype dtype) {
+  EngineOptions o;
+  o.threads = 4;
+  o.backend = "cuda";
+  o.gpu.dtype = dtype;
+  o.gpu_dtype_set = true;
+  return o;
+}
+
+// Appends `ids` to a fresh session in uneven chunks; per-token log-probs.
+std::vector<float> score(Engine& e, const SessionOptions& so, const std::vector<int32_t>& ids) {
+  uint64_t s = e.open_session(so);
+  const int chunks[] = {1, 7, 32, 3, 64};
+  std::vector<float> out;
+  size_t i = 0;
+  for (int k = 0; i < ids.size(); ++k) {
+    size_t n = std::min(ids.size() - i, size_t(chunks[k % 5]));
+    StepEntry en;
+    en.session = s;
+    en.tokens.assign(ids.begin() + long(i), ids.begin() + long(i + n));
+    en.logprobs = true;
+    auto r = e.step({en}, false);
+    out.insert(out.end(), r[0].token_logprobs.begin(), r[0].token_logprobs.end());
+    i += n;
+  }
+  e.close_session(s);
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, size_t from = 1) {
+  double m = 0;
+  for (size_t i = from; i < std::min(a.size(), b.size()); ++i) {
+    double d = std::fabs(double(a[i]) - double(b[i]));
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+Policy policy_of(const std::string& p) { return parse_policy(p); }
+
+int cmd_parity(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
+  if (args.size() < 2) throw std::runtime_error("parity <models dir> <golden dir>");
+  const double tol = tolerance_for(dtype);
+  const char* names[] = {"llama-gqa", "pythia", "falcon-mq", "falcon-nda", "mpt"};
+  bool ok = true;
+  for (const char* name : names) {
+    JsonValue g = parse_json(read_file(args[1] + "/" + name + ".json"), name);
+    Engine gpu(args[0] + "/" + name, gpu_engine(dtype));
+    for (const JsonValue& c : g.get("cases")->array) {
+      SessionOptions so;
+      so.policy = policy_of(c.get("policy")->string);
+      so.sinks = c.get("sinks")->integer;
+      so.window = c.get("window")->integer;
+      std::vector<int32_t> ids;
+      for (const JsonValue& v : c.get("ids")->array) ids.push_back(int32_t(v.integer));
+      std::vector<float> want;
+      want.push_back(NAN);
+      for (const JsonValue& v : c.get("logprobs")->array) want.push_back(float(v.number));
+      std::vector<float> got = score(gpu, so, ids);
+      double err = max_abs_diff(got, want);
+      bool pass = err <= tol && got.size() == want.size();
+      ok = ok && pass;
+      std::printf("{\"check\":\"parity\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"sinks\":%lld,\"window\":%lld,"
+                  "\"tokens\":%zu,\"max_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
+                  name, gpu_dtype_name(dtype), c.get("policy")->string.c_str(), (long long)so.sinks, (long long)so.window,
+                  ids.size(), err, tol, pass ? "true" : "false");
+      std::fflush(stdout);
+    }
+  }
+  return ok ? 0 : 1;
+}
+
+std::vector<int32_t> random_ids(int64_t n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& t : ids) t = int32_t(rng() % uint64_t(vocab));
+  return ids;
+}
+
+int cmd_versus(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
+  const int64_t factor = std::stoll(flag(args, "--factor", "10"));
+  const int64_t window = std::stoll(flag(args, "--window", "60"));
+  if (args.empty()) throw std::runtime_error("versus <model dir>");
+  Engine cpu(args[0], 8);
+  Engine gpu(args[0], gpu_engine(dtype));
+  const double tol = tolerance_for(dtype);
+  bool ok = true;
+  struct P {
+    const char* policy;
+    int64_t sinks;
+  } ps[] = {{"sinks", 4}, {"window", 0}, {"recompute", 0}, {"dense", 0}};
+  for (const P& p : ps) {
+    SessionOptions so;
+    so.policy = policy_of(p.policy);
+    so.sinks = p.sinks;
+    so.window = window - p.sinks;
+    const int64_t n = factor * window;
+    std::vector<int32_t> ids = random_ids(n, cpu.model().config().vocab_size, 7);
+    std::vector<float> a = score(cpu, so, ids), b = score(gpu, so, ids);
+    double err = max_abs_diff(a, b);
+    double mean = 0;
+    for (size_t i = 1; i < a.size(); ++i) mean += std::fabs(double(a[i]) - double(b[i]));
+    mean /= double(a.size() - 1);
+    bool pass = err <= tol;
+    ok = ok && pass;
+    std::printf("{\"check\":\"gpu_vs_cpu\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,\"tokens\":%lld,"
+                "\"max_abs_err\":%.3e,\"mean_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
+                args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, (long long)n, err, mean, tol,
+                pass ? "true" : "false");
+    std::fflush(stdout);
+  }
+  return ok ? 0 : 1;
+}
+
+// Appends `ids` in chunks of `chunk`; log-probs of every token.
+std::vector<float> feed(Engine& e, uint64_t s, const std::vector<int32_t>& ids, size_t chunk) {
+  std::vector<float> out;
+  for (size_t i = 0; i < ids.size(); i += chunk) {
+    StepEntry en;
+    en.session = s;
+    en.tokens.assign(ids.begin() + long(i), ids.begin() + long(std::min(ids.size(), i + chunk)));
+    en.logprobs = true;
+    auto r = e.step({en}, false);
+    out.insert(out.end(), r[0].token_logprobs.begin(), r[0].token_logprobs.end());
+  }
+  return out;
+}
+
+int cmd_snapshot(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
+  if (args.empty()) throw std::runtime_error("snapshot <model dir>");
+  Engine cpu(args[0], 8);
+  Engine gpu(args[0], gpu_engine(dtype));
+  const double tol = tolerance_for(dtype);
+  bool ok = true;
+  SessionOptions so;
+  so.policy = Policy::Sinks;
+  so.sinks = 4;
+  so.window = 60;
+  std::vector<int32_t> ids = random_ids(400, cpu.model().config().vocab_size, 11);
+  std::vector<int32_t> head(ids.begin(), ids.begin() + 150), tail(ids.begin() + 150, ids.end());
+  // Reference: the whole stream on each backend.
+  uint64_t rc = cpu.open_session(so), rg = gpu.open_session(so);
+  feed(cpu, rc, head, 16);
+  feed(gpu, rg, head, 16);
+  std::vector<float> ref_cpu = feed(cpu, rc, tail, 16), ref_gpu = feed(gpu, rg, tail, 16);
+  // Moves: GPU -> CPU and CPU -> GPU after the head.
+  uint64_t g1 = gpu.open_session(so), c1 = cpu.open_session(so);
+  feed(gpu, g1, head, 16);
+  feed(cpu, c1, head, 16);
+  std::vector<uint8_t> from_gpu = gpu.export_session(g1), from_cpu = cpu.export_session(c1);
+  uint64_t moved_to_cpu = cpu.import_session(from_gpu.data(), from_gpu.size());
+  uint64_t moved_to_gpu = gpu.import_session(from_cpu.data(), from_cpu.size());
+  std::vector<float> a = feed(cpu, moved_to_cpu, tail, 16), b = feed(gpu, moved_to_gpu, tail, 16);
+  // A GPU session re-imported on the GPU continues as if never moved.
+  uint64_t g2 = gpu.import_session(from_gpu.data(), from_gpu.size());
+  std::vector<float> c = feed(gpu, g2, tail, 16);
+  struct R {
+    const char* what;
+    double err;
+    double tol;
+  } rs[] = {{"gpu_to_cpu_vs_cpu", max_abs_diff(a, ref_cpu, 0), tol},
+            {"cpu_to_gpu_vs_gpu", max_abs_diff(b, ref_gpu, 0), tol},
+            {"gpu_to_gpu_vs_gpu", max_abs_diff(c, ref_gpu, 0), tol}};
+  for (const R& r : rs) {
+    bool pass = r.err <= r.tol;
+    ok = ok && pass;
+    std::printf("{\"check\":\"snapshot\",\"dtype\":\"%s\",\"move\":\"%s\",\"snapshot_bytes\":%zu,\"max_abs_err\":%.3e,"
+                "\"tolerance\":%.0e,\"pass\":%s}\n",
+                gpu_dtype_name(dtype), r.what, from_gpu.size(), r.err, r.tol, pass ? "true" : "false");
+  }
+  std::fflush(stdout);
+  return ok ? 0 : 1;
+}
+
+size_t device_used() {
+  size_t free = 0, total = 0;
+  cudaMemGetInfo(&free, &total);
+  return total - free;
+}
+
+// One real sinks stream of N tokens on the GPU: ingest in chunks, then time
+// single-token decode steps at ~4K and at the end.
+int cmd_stream(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "bf16"));
+  const int64_t total = std::stoll(flag(args, "--tokens", "1048576"));
+  const int64_t chunk = std::stoll(flag(args, "--chunk", "1024"));
+  if (args.empty()) throw std::runtime_error("stream <model dir> --tokens N");
+  Engine gpu(args[0], gpu_engine(dtype));
+  SessionOptions so;  // sinks 4 + 1020
+  uint64_t s = gpu.open_session(so);
+  const int vocab = gpu.model().config().vocab_size;
+  std::mt19937_64 rng(3);
+  auto decode = [&](int steps) {
+    StepEntry en;
+    en.session = s;
+    auto t0 = Clock::now();
+    for (int i = 0; i < steps; ++i) {
+      en.tokens = {int32_t(rng() % uint64_t(vocab))};
+      gpu.step({en}, true);
+    }
+    return seconds_since(t0) * 1e3 / steps;
+  };
+  auto ingest = [&](int64_t upto) {
+    std::vector<int32_t> buf;
+    while (int64_t(gpu.session_info(s).tokens_seen) < upto) {
+      int64_t n = std::min(chunk, upto - int64_t(gpu.session_info(s).tokens_seen));
+      buf.resize(size_t(n));
+      for (auto& t : buf) t = int32_t(rng() % uint64_t(vocab));
+      StepEntry en;
+      en.session = s;
+      en.tokens = buf;
+      gpu.step({en}, false);
+    }
+  };
+  ingest(4000);
+  decode(20);
+  double early = decode(200);
+  size_t mem_early = device_used();
+  auto t0 = Clock::now();
+  ingest(total);
+  double ingest_s = seconds_since(t0);
+  decode(20);
+  double late = decode(200);
+  size_t mem_late = device_used();
+  std::printf("{\"bench\":\"stream\",\"model\":\"%s\",\"dtype\":\"%s\",\"cache\":\"4+1020\",\"tokens\":%llu,"
+              "\"ingest_s\":%.2f,\"ingest_tokens_per_s\":%.0f,\"decode_ms_at_4k\":%.4f,\"decode_ms_at_end\":%.4f,"
+              "\"latency_ratio\":%.4f,\"device_bytes_at_4k\":%zu,\"device_bytes_at_end\":%zu}\n",
+              args[0].c_str(), gpu_dtype_name(dtype), (unsigned long long)gpu.session_info(s).tokens_seen, ingest_s,
+              double(total) / ingest_s, early, late, late / early, mem_early, mem_late);
+  return 0;
+}
+
+// ---- benchmarks on random weights of real shapes ----------------------------
+
+ModelConfig shape_config(const std::string& shape) {
+  int kv = 32, inter = 11008;
+  if (shape == "mistral-7b") {
+    kv = 8;
+    inter = 14336;
+  } else if (shape != "llama2-7b") {
+    throw std::runtime_error("shape must be llama2-7b or mistral-7b");
+  }
+  std::string json = "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":4096,"
+                     "\"num_hidden_layers\":32,\"num_attention_heads\":32,\"num_key_value_heads\":" + std::to_string(kv) +
+                     ",\"intermediate_size\":" + std::to_string(inter) +
+                     ",\"vocab_size\":32000,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,"
+                     "\"hidden_act\":\"silu\",\"tie_word_embeddings\":false}";
+  return parse_model_config(json, shape);
+}
+
+// Bytes one decode step must move: every weight matrix once (the embedding
+// table only for the looked-up rows) plus each session's visible cache.
+double step_bytes(const ModelConfig& c, size_t elem, int64_t batch, int64_t visible) {
+  const double H = c.hidden, I = c.intermediate, V = c.vocab_size;
+  const double per_layer = double(c.qkv_dim()) * H + H * double(c.heads) * c.head_dim + 2 * I * H + I * H;
+  const double weights = (per_layer * c.layers + V * H + double(batch) * H) * double(elem);
+  const double cache = double(batch) * double(visible) * double(c.layers) * 2.0 * c.kv_heads * c.head_dim * double(elem);
+  return weights + cache;
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second).
+double copy_bandwidth() {
+  const size_t bytes = size_t(2) << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) throw std::runtime_error("bandwidth buffers");
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int i = 0; i < 3; ++i) cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+  const int reps = 10;
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i) cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+  cudaEventRecord(e1);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(bytes) * reps / (double(ms) / 1e3);
+}
+
+struct Sessions {
+  std::vector<std::unique_ptr<KvCache>> caches;
+};
+
+// B sessions of a sinks cache S+W, each filled by a real prefill of S+W tokens.
+Sessions make_sessions(GpuBackend& g, const ModelConfig& c, int64_t batch, int64_t sinks, int64_t window) {
+  Sessions s;
+  CacheShape shape{Policy::Sinks, sinks, window};
+  std::vector<int32_t> ids = random_ids(sinks + window, c.vocab_size, 5);
+  std::vector<float> logits(size_t(c.vocab_size));
+  for (int64_t b = 0; b < batch; ++b) {
+    auto cache = std::make_unique<KvCache>(shape, c.layers, c.kv_heads, c.head_dim, false, false);
+    g.attach(*cache);
+    std::vector<ForwardSequence> seq(1);
+    seq[0].cache = cache.get();
+    seq[0].tokens = ids.data();
+    seq[0].count = int64_t(ids.size());
+    seq[0].logits = logits.data();
+    g.forward(seq);
+    s.caches.push_back(std::move(cache));
+  }
+  return s;
+}
+
+// ms per decode step of all sessions together.
+double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
+  std::vector<ForwardSequence> seqs(s.caches.size());
+  std::vector<int32_t> toks(s.caches.size());
+  std::vector<float> logits(s.caches.size() * size_t(vocab));
+  std::mt19937_64 rng(9);
+  auto run = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      for (size_t b = 0; b < seqs.size(); ++b) {
+        toks[b] = int32_t(rng() % uint64_t(vocab));
+        seqs[b].cache = s.caches[b].get();
+        seqs[b].tokens = &toks[b];
+        seqs[b].count = 1;
+        seqs[b].logits = &logits[b * size_t(vocab)];
+      }
+      g.forward(seqs);
+    }
+  };
+  run(3);
+  auto t0 = Clock::now();
+  run(steps);
+  return seconds_since(t0) * 1e3 / steps;
+}
+
+// ms of one recompute-baseline token: a forward over the last W tokens into a throwaway cache.
+double time_recompute(GpuBackend& g, const ModelConfig& c, int64_t window, int reps) {
+  std::vector<int32_t> ids = random_ids(window, c.vocab_size, 13);
+  std::vector<float> logits(size_t(c.vocab_size));
+  auto run = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      KvCache scratch(CacheShape{Policy::Dense, 0, 0}, c.layers, c.kv_heads, c.head_dim, true, false);
+      std::vector<ForwardSequence> seq(1);
+      seq[0].cache = &scratch;
+      seq[0].discard_kv = true;
+      seq[0].tokens = ids.data();
+      seq[0].count = window;
+      seq[0].logits = logits.data();
+      g.forward(seq);
+    }
+  };
+  run(2);
+  auto t0 = Clock::now();
+  run(reps);
+  return seconds_since(t0) * 1e3 / reps;
+}
+
+int cmd_bench(std::vector<std::string> args) {
+  const std::string out_path = flag(args, "--out", "");
+  const bool quick = has_flag(args, "--quick");
+  const int steps = quick ? 8 : 32;
+  std::ostringstream js;
+  js << "{\n";
+  GpuOptions opts;
+  opts.dtype = GpuDtype::BF16;
+  const double bw = copy_bandwidth();
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  js << "  \"gpu\": \"" << prop.name << "\",\n  \"dtype\": \"bf16\",\n  \"copy_bandwidth_bytes_per_s\": " << bw << ",\n";
+  std::fprintf(stderr, "%s: device-to-device copy %.0f GB/s\n", prop.name, bw / 1e9);
+  const int64_t S = 4, W = 2044;
+  js << "  \"decode\": [\n";
+  bool first = true;
+  for (std::string shape : {"llama2-7b", "mistral-7b"}) {
+    ModelConfig c = shape_config(shape);
+    auto g = create_random_gpu_backend(c, opts, 1);
+    std::vector<int64_t> batches = {1, 8, 32};
+    if (shape == "mistral-7b") {
+      size_t free = 0, total = 0;
+      cudaMemGetInfo(&free, &total);
+      const double per_session = double(g->slot_bytes()) * double(S + W);
+      const size_t reserve = size_t(6) << 30;  // workspace for prefill and decode
+      batches.push_back(int64_t(double(free - reserve) / per_session));
+    }
+    for (int64_t B : batches) {
+      Sessions s = make_sessions(*g, c, B, S, W);
+      double ms = time_decode(*g, s, c.vocab_size, steps);
+      double bytes = step_bytes(c, 2, B, S + W);
+      double roofline_ms = bytes / bw * 1e3;
+      js << (first ? "" : ",\n") << "    {\"shape\": \"" << shape << "\", \"batch\": " << B << ", \"cache\": \"4+2044\", \"ms_per_step\": " << ms
+         << ", \"tokens_per_s\": " << double(B) * 1e3 / ms << ", \"bytes_per_step\": " << bytes
+         << ", \"roofline_ms\": " << roofline_ms << ", \"fraction_of_roofline\": " << roofline_ms / ms << "}";
+      first = false;
+      std::fprintf(stderr, "decode %s batch %lld: %.3f ms/step, %.0f tok/s, %.1f%% of roofline (%.3f ms)\n", shape.c_str(),
+                   (long long)B, ms, double(B) * 1e3 / ms, 100 * roofline_ms / ms, roofline_ms);
+    }
+  }
+  js << "\n  ],\n";
+
+  // Llama-2-7B shape, batch 1: position flatness and sinks vs recompute.
+  ModelConfig c = shape_config("llama2-7b");
+  auto g = create_random_gpu_backend(c, opts, 2);
+  {
+    Sessions s = make_sessions(*g, c, 1, S, W);
+    size_t mem0 = device_used();
+    double at4k = 0, at1m = 0;
+    s.caches[0]->set_tokens(4096);
+    at4k = time_decode(*g, s, c.vocab_size, steps);
+    size_t mem4k = device_used();
+    s.caches[0]->set_tokens(int64_t(1) << 20);
+    at1m = time_decode(*g, s, c.vocab_size, steps);
+    size_t mem1m = device_used();
+    js << "  \"position\": {\"shape\": \"llama2-7b\", \"cache\": \"4+2044\", \"ms_at_4096\": " << at4k << ", \"ms_at_1048576\": " << at1m
+       << ", \"ratio\": " << at1m / at4k << ", \"device_bytes_at_4096\": " << mem4k << ", \"device_bytes_at_1048576\": " << mem1m
+       << ", \"device_bytes_before\": " << mem0 << "},\n";
+    std::fprintf(stderr, "position: %.3f ms at 4096, %.3f ms at 2^20 (x%.4f); memory %zu -> %zu bytes\n", at4k, at1m, at1m / at4k,
+                 mem4k, mem1m);
+  }
+  js << "  \"sinks_vs_recompute\": [\n";
+  first = true;
+  for (int64_t cache : {256, 512, 1024, 2048, 4096}) {
+    Sessions s = make_sessions(*g, c, 1, S, cache - S);
+    double sinks_ms = time_decode(*g, s, c.vocab_size, steps);
+    double rec_ms = time_recompute(*g, c, cache, quick ? 3 : 8);
+    js << (first ? "" : ",\n") << "    {\"cache\": " << cache << ", \"sinks_ms\": " << sinks_ms << ", \"recompute_ms\": " << rec_ms
+       << ", \"speedup\": " << rec_ms / sinks_ms << "}";
+    first = false;
+    std::fprintf(stderr, "cache %lld: sinks %.3f ms, recompute %.3f ms, x%.1f\n", (long long)cache, sinks_ms, rec_ms, rec_ms / sinks_ms);
+  }
+  js << "\n  ]\n}\n";
+  std::printf("%s", js.str().c_str());
+  if (!out_path.empty()) {
+    std::ofstream f(out_path);
+    f << js.str();
+  }
+  return 0;
+}
+
+int cmd_info() {
+  std::printf("{\"cuda_compiled\":%s,\"devices\":%d}\n", cuda_compiled() ? "true" : "false", cuda_device_count());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::fprintf(stderr, "usage: streamsink_gpu info|parity|versus|snapshot|stream|bench ...\n");
+    return 2;
+  }
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "info") return cmd_info();
+    if (cmd == "parity") return cmd_parity(args);
+    if (cmd == "versus") return cmd_versus(args);
+    if (cmd == "snapshot") return cmd_snapshot(args);
+    if (cmd == "stream") return cmd_stream(args);
+    if (cmd == "bench") return cmd_bench(args);
+    std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "streamsink_gpu %s: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}
