@@ -4,7 +4,7 @@
  * are grpc-js ServiceErrors (numeric `code`, `details`, trailers in
  * `metadata`; see retryAfterMs in grpc-status.ts).
  */
-import { Client, type ClientDuplexStream, credentials, type CallOptions as GrpcCallOptions, Metadata } from "@grpc/grpc-js";
+import { type ChannelCredentials, Client, type ClientDuplexStream, credentials, type CallOptions as GrpcCallOptions, Metadata } from "@grpc/grpc-js";
 import type { MethodDefinition } from "@grpc/proto-loader";
 import { service as healthService, type ServingStatus } from "grpc-health-check";
 
@@ -63,6 +63,10 @@ export interface ConnectOptions {
   readyTimeoutMs?: number;
   /** Largest response message accepted, in bytes. Default 4 MiB (grpc-js's). */
   maxReceiveMessageBytes?: number;
+  /** TLS / mTLS (services/security/tls.ts); default plaintext. */
+  credentials?: ChannelCredentials;
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  bearerToken?: string;
 }
 
 export interface GeneratedToken {
@@ -140,8 +144,9 @@ function streamEvent(message: StreamResponseMessage): StreamEvent {
   throw new Error(`the server sent an empty response for request "${requestId}"`);
 }
 
-function metadataOf(options: RpcOptions): Metadata {
+function metadataOf(options: RpcOptions, bearerToken: string | undefined): Metadata {
   const metadata = new Metadata();
+  if (bearerToken !== undefined) metadata.set("authorization", `Bearer ${bearerToken}`);
   for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value);
   return metadata;
 }
@@ -204,16 +209,18 @@ export class StreamsinkClient {
   readonly address: string;
   readonly #client: Client;
   readonly #methods: StreamsinkMethods;
+  readonly #bearerToken: string | undefined;
 
-  private constructor(address: string, client: Client) {
+  private constructor(address: string, client: Client, bearerToken?: string) {
     this.address = address;
     this.#client = client;
+    this.#bearerToken = bearerToken;
     this.#methods = streamsinkProto().methods;
   }
 
   /** Opens a channel to `address` (host:port) and waits until the server is reachable. */
   static async connect(address: string, options: ConnectOptions = {}): Promise<StreamsinkClient> {
-    const client = new Client(address, credentials.createInsecure(), {
+    const client = new Client(address, options.credentials ?? credentials.createInsecure(), {
       ...(options.maxReceiveMessageBytes !== undefined ? { "grpc.max_receive_message_length": options.maxReceiveMessageBytes } : {}),
     });
     const timeoutMs = options.readyTimeoutMs ?? 10_000;
@@ -223,7 +230,7 @@ export class StreamsinkClient {
       client.close();
       throw new Error(`cannot reach a streamsink server at ${address} within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
     }
-    return new StreamsinkClient(address, client);
+    return new StreamsinkClient(address, client, options.bearerToken);
   }
 
   append(params: AppendParams, options: RpcOptions = {}): Promise<AppendResponseMessage> {
@@ -238,7 +245,7 @@ export class StreamsinkClient {
       method.requestSerialize,
       method.responseDeserialize,
       generateRequest(params),
-      metadataOf(options),
+      metadataOf(options, this.#bearerToken),
       callOptions(options),
     );
     const stopListening = cancelOnAbort(call, options.signal);
@@ -260,7 +267,7 @@ export class StreamsinkClient {
   /** Opens a bidirectional `Stream` call. */
   openStream(options: RpcOptions = {}): StreamsinkStream {
     const method = this.#methods.stream;
-    const call = this.#client.makeBidiStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, metadataOf(options), callOptions(options));
+    const call = this.#client.makeBidiStreamRequest(method.path, method.requestSerialize, method.responseDeserialize, metadataOf(options, this.#bearerToken), callOptions(options));
     cancelOnAbort(call, options.signal);
     return new StreamsinkStream(call);
   }
@@ -295,7 +302,7 @@ export class StreamsinkClient {
         method.requestSerialize,
         method.responseDeserialize,
         request,
-        metadataOf(options),
+        metadataOf(options, this.#bearerToken),
         callOptions(options),
         (err, response) => {
           stopListening();

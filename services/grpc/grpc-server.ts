@@ -22,6 +22,9 @@ import {
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 
+import { Authenticator } from "../security/authenticator.js";
+import type { Permission } from "../security/tenants-file.js";
+import type { TenantLimiter } from "../security/tenant-limiter.js";
 import { SessionMissingError } from "../worker/errors.js";
 import type { SessionEvent } from "../worker/operations.js";
 import { callCancellation } from "./call-cancellation.js";
@@ -56,6 +59,10 @@ export interface GrpcServerOptions {
   credentials?: ServerCredentials;
   /** Told about every failure answered with INTERNAL (a bug or an engine fault), for the log. */
   onInternalError?: (method: string, err: unknown) => void;
+  /** Who may call (bearer tokens, JWT, peer signatures); default: everyone is the default tenant. */
+  authenticator?: Authenticator;
+  /** Open-stream limits for Generate and Stream calls (not counted for calls forwarded by another worker). */
+  limiter?: TenantLimiter;
 }
 
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 4 << 20;
@@ -64,9 +71,6 @@ export const DEFAULT_MAX_NEW_TOKENS = 128;
 /** Health status names: "" is the whole server. */
 const HEALTH_SERVICES = ["", SERVICE_NAME];
 
-function callContext(call: { metadata: Metadata }): GatewayCallContext {
-  return { forwarded: call.metadata.get(FORWARDED_METADATA_KEY).length > 0 };
-}
 
 export class GrpcServer {
   readonly #gateway: SessionGateway;
@@ -76,6 +80,8 @@ export class GrpcServer {
   readonly #defaultMaxNewTokens: number;
   readonly #maxStreamBacklog: number;
   readonly #onInternalError: (method: string, err: unknown) => void;
+  readonly #authenticator: Authenticator;
+  readonly #limiter: TenantLimiter | undefined;
   #port: number | undefined;
 
   constructor(gateway: SessionGateway, options: GrpcServerOptions = {}) {
@@ -84,6 +90,8 @@ export class GrpcServer {
     this.#defaultMaxNewTokens = options.defaultMaxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
     this.#maxStreamBacklog = Math.max(1, options.maxStreamBacklog ?? 64);
     this.#onInternalError = options.onInternalError ?? (() => undefined);
+    this.#authenticator = options.authenticator ?? new Authenticator();
+    this.#limiter = options.limiter;
     const serverOptions: ServerOptions = {
       "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
       "grpc.max_send_message_length": options.maxSendMessageBytes ?? -1,
@@ -158,6 +166,18 @@ export class GrpcServer {
     });
   }
 
+  /** The call's tenant; throws UnauthenticatedError or PermissionDeniedError. */
+  #context(call: { metadata: Metadata }, permission: Permission): GatewayCallContext {
+    const principal = this.#authenticator.authenticate(call.metadata, permission);
+    return { forwarded: call.metadata.get(FORWARDED_METADATA_KEY).length > 0, tenant: principal.tenant };
+  }
+
+  /** Holds an open-stream slot for the call's tenant; the result releases it. */
+  #openStream(context: GatewayCallContext): () => void {
+    if (!this.#limiter || context.forwarded) return () => undefined;
+    return this.#limiter.openStream(context.tenant!);
+  }
+
   #fail(method: string, err: unknown): GrpcFailure {
     const failure = toGrpcFailure(err);
     if (failure.code === Status.INTERNAL) this.#onInternalError(method, err);
@@ -171,7 +191,7 @@ export class GrpcServer {
       if (event.kind === "appended") response = encodeAppended(event);
     };
     Promise.resolve()
-      .then(() => this.#gateway.execute(decodeAppend(call.request), collect, cancellation.signal, callContext(call)))
+      .then(() => this.#gateway.execute(decodeAppend(call.request), collect, cancellation.signal, this.#context(call, "write")))
       .then(
         () => {
           if (response) callback(null, response);
@@ -189,17 +209,39 @@ export class GrpcServer {
       if (event.kind === "token") call.write({ token: encodeToken(event) });
       else if (event.kind === "finished") call.write({ finished: encodeFinished(event) });
     };
+    let release = (): void => undefined;
     Promise.resolve()
-      .then(() => this.#gateway.execute(decodeGenerate(call.request, this.#defaultMaxNewTokens), forward, cancellation.signal, callContext(call)))
+      .then(() => {
+        const context = this.#context(call, "write");
+        const op = decodeGenerate(call.request, this.#defaultMaxNewTokens);
+        release = this.#openStream(context);
+        return this.#gateway.execute(op, forward, cancellation.signal, context);
+      })
       .then(
         () => call.end(),
         (err: unknown) => call.emit("error", this.#fail("Generate", err)),
       )
-      .finally(() => cancellation.release());
+      .finally(() => {
+        release();
+        cancellation.release();
+      });
   };
 
   readonly #stream: handleBidiStreamingCall<StreamRequestMessage, StreamResponseMessage> = (call) => {
-    new StreamCall(call, this.#gateway, callContext(call), {
+    let context: GatewayCallContext;
+    let release: () => void;
+    try {
+      context = this.#context(call, "write");
+      release = this.#openStream(context);
+    } catch (err) {
+      call.emit("error", this.#fail("Stream", err));
+      return;
+    }
+    call.once("close", release);
+    call.once("finish", release);
+    call.once("error", release);
+    call.once("cancelled", release);
+    new StreamCall(call, this.#gateway, context, {
       defaultMaxNewTokens: this.#defaultMaxNewTokens,
       maxBacklog: this.#maxStreamBacklog,
       onInternalError: this.#onInternalError,
@@ -209,8 +251,9 @@ export class GrpcServer {
   readonly #getSession: handleUnaryCall<GetSessionRequestMessage, SessionInfoMessage> = (call, callback) => {
     Promise.resolve()
       .then(async () => {
+        const context = this.#context(call, "read");
         const id = decodeSessionId(call.request.sessionId);
-        const info = await this.#gateway.getSession(id, callContext(call));
+        const info = await this.#gateway.getSession(id, context);
         if (!info) throw new SessionMissingError(id);
         return encodeSessionInfo(info, this.#gateway.selfAddress);
       })
@@ -227,7 +270,7 @@ export class GrpcServer {
       if (event.kind === "closed") response = encodeClosed(event);
     };
     Promise.resolve()
-      .then(() => this.#gateway.execute(decodeClose(call.request), collect, cancellation.signal, callContext(call)))
+      .then(() => this.#gateway.execute(decodeClose(call.request), collect, cancellation.signal, this.#context(call, "write")))
       .then(
         () => {
           if (response) callback(null, response);

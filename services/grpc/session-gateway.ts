@@ -19,6 +19,8 @@ export const FORWARDED_METADATA_KEY = "x-streamsink-forwarded";
 export interface GatewayCallContext {
   /** The call carried FORWARDED_METADATA_KEY: it came from another worker. */
   forwarded: boolean;
+  /** The caller's tenant (services/security/tenant.ts); absent = the default tenant. */
+  tenant?: string;
 }
 
 export type GatewaySessionInfo = HostedSessionInfo & {

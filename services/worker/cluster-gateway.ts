@@ -7,6 +7,8 @@
  * worker but the partition is not assigned yet) the call is UNAVAILABLE so
  * the client retries. A forwarded call is never forwarded again.
  */
+import type { ChannelCredentials } from "@grpc/grpc-js";
+
 import { StreamsinkClient } from "../grpc/grpc-client.js";
 import { FORWARDED_METADATA_KEY, type GatewayCallContext, type GatewaySessionInfo, type SessionGateway } from "../grpc/session-gateway.js";
 import { InvalidRequestError, LimitExceededError, OwnerUnavailableError, SessionMissingError } from "./errors.js";
@@ -15,6 +17,15 @@ import { decodeInputRecord, encodeInputRecord, MalformedRecordError } from "./ka
 import type { SessionEvent, SessionOp } from "./operations.js";
 import type { OwnershipRegistry } from "./redis/ownership-registry.js";
 import type { SessionHost } from "./session-host.js";
+import { DEFAULT_TENANT, sessionIdOf } from "../security/tenant.js";
+
+/** How this worker calls other workers. */
+export interface ForwardingOptions {
+  /** Headers proving a forwarded call comes from a worker, for a tenant (services/security/peer-signature.ts). */
+  sign?: (tenant: string) => Record<string, string>;
+  /** TLS (and client certificate) for calls to other workers; default plaintext. */
+  credentials?: () => ChannelCredentials;
+}
 
 export class ClusterSessionGateway implements SessionGateway {
   selfAddress: string;
@@ -22,10 +33,12 @@ export class ClusterSessionGateway implements SessionGateway {
   readonly #kafka: KafkaRuntime;
   readonly #owners: OwnershipRegistry | undefined;
   readonly #clients = new Map<string, Promise<StreamsinkClient>>();
+  readonly #forwarding: ForwardingOptions;
   /** Forwarded calls, for metrics. */
   forwardedCalls = 0;
 
-  constructor(host: SessionHost, kafka: KafkaRuntime, owners: OwnershipRegistry | undefined, selfAddress: string) {
+  constructor(host: SessionHost, kafka: KafkaRuntime, owners: OwnershipRegistry | undefined, selfAddress: string, forwarding: ForwardingOptions = {}) {
+    this.#forwarding = forwarding;
     this.#host = host;
     this.#kafka = kafka;
     this.#owners = owners;
@@ -35,9 +48,11 @@ export class ClusterSessionGateway implements SessionGateway {
   async execute(op: SessionOp, emit: (e: SessionEvent) => void, signal?: AbortSignal, context: GatewayCallContext = { forwarded: false }): Promise<void> {
     if (this.#kafka.owns(op.session)) {
       // Validate before logging so a bad request never enters the log.
-      if (op.kind === "append") this.#host.resolveInput(op.input, "append", false);
-      if (op.kind === "generate") this.#host.resolveInput(op.prompt, "generate prompt", true);
+      let inputTokens = 0;
+      if (op.kind === "append") inputTokens = this.#host.resolveInput(op.input, "append", false).length;
+      if (op.kind === "generate") inputTokens = this.#host.resolveInput(op.prompt, "generate prompt", true).length;
       if (op.config) this.#host.resolveConfig(op.config);
+      this.#host.checkAdmission(op, inputTokens);
       if (op.kind === "generate" && op.maxNewTokens > this.#host.limits.maxNewTokens)
         throw new LimitExceededError(`max_new_tokens ${op.maxNewTokens} exceeds the limit of ${this.#host.limits.maxNewTokens}`);
       // What the consumer would dead-letter must be refused here, not logged.
@@ -52,11 +67,14 @@ export class ClusterSessionGateway implements SessionGateway {
     const owner = await this.#owner(op.session, context);
     const client = await this.#client(owner);
     this.forwardedCalls++;
-    const rpc = { ...(signal ? { signal } : {}), metadata: { [FORWARDED_METADATA_KEY]: "1" } };
+    const tenant = context.tenant ?? DEFAULT_TENANT;
+    const rpc = { ...(signal ? { signal } : {}), metadata: this.#forwardMetadata(tenant) };
+    // The owner scopes the id by the tenant the signature vouches for.
+    const sessionId = sessionIdOf(tenant, op.session);
     switch (op.kind) {
       case "append": {
         const r = await client.append(
-          { sessionId: op.session, input: op.input, returnLogprobs: op.logprobs ?? false, requestId: op.requestId, ...(op.config ? { config: op.config } : {}) },
+          { sessionId, input: op.input, returnLogprobs: op.logprobs ?? false, requestId: op.requestId, ...(op.config ? { config: op.config } : {}) },
           rpc,
         );
         emit({
@@ -72,7 +90,7 @@ export class ClusterSessionGateway implements SessionGateway {
       case "generate": {
         for await (const e of client.generate(
           {
-            sessionId: op.session,
+            sessionId,
             ...(op.prompt ? { prompt: op.prompt } : {}),
             ...(op.sampling ? { sampling: op.sampling } : {}),
             maxNewTokens: op.maxNewTokens,
@@ -97,7 +115,7 @@ export class ClusterSessionGateway implements SessionGateway {
         return;
       }
       case "close": {
-        const r = await client.closeSession(op.session, { ...rpc, requestId: op.requestId });
+        const r = await client.closeSession(sessionId, { ...rpc, requestId: op.requestId });
         emit({ kind: "closed", session: op.session, requestId: op.requestId, existed: r.existed });
         return;
       }
@@ -113,7 +131,8 @@ export class ClusterSessionGateway implements SessionGateway {
     const client = await this.#client(owner);
     this.forwardedCalls++;
     try {
-      const r = await client.getSession(id, { metadata: { [FORWARDED_METADATA_KEY]: "1" } });
+      const tenant = context.tenant ?? DEFAULT_TENANT;
+      const r = await client.getSession(sessionIdOf(tenant, id), { metadata: this.#forwardMetadata(tenant) });
       return {
         session: id,
         policy: r.policy as GatewaySessionInfo["policy"],
@@ -139,10 +158,15 @@ export class ClusterSessionGateway implements SessionGateway {
     return owner;
   }
 
+  #forwardMetadata(tenant: string): Record<string, string> {
+    return { [FORWARDED_METADATA_KEY]: "1", ...this.#forwarding.sign?.(tenant) };
+  }
+
   #client(address: string): Promise<StreamsinkClient> {
     let c = this.#clients.get(address);
     if (!c) {
-      c = StreamsinkClient.connect(address, { readyTimeoutMs: 3000 }).catch((err: unknown) => {
+      const credentials = this.#forwarding.credentials?.();
+      c = StreamsinkClient.connect(address, { readyTimeoutMs: 3000, ...(credentials ? { credentials } : {}) }).catch((err: unknown) => {
         this.#clients.delete(address);
         throw new OwnerUnavailableError(`owner ${address} is unreachable: ${(err as Error).message}`);
       });

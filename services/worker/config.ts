@@ -9,6 +9,8 @@ import { parseArgs } from "node:util";
 
 import type { Policy } from "../engine/index.js";
 import { packageRoot } from "../package-root.js";
+import type { GlobalLimits } from "../security/tenant-limiter.js";
+import type { TenantLimits } from "../security/tenants-file.js";
 import { DEFAULT_LIMITS, type HostLimits } from "./session-host.js";
 
 export interface WorkerConfig {
@@ -41,6 +43,21 @@ export interface WorkerConfig {
   snapshotTtlSeconds: number;
   limits: HostLimits;
   maxMessageBytes: number;
+  security: SecuritySettings;
+}
+
+/** Authentication, tenant limits and TLS (services/security). Files are read at start. */
+export interface SecuritySettings {
+  /** Static bearer tokens and per-tenant limit overrides (services/security/tenants-file.ts). */
+  tenantsFile: string | undefined;
+  jwt: { publicKeyFile: string; issuer: string; audience: string; tenantClaim: string } | undefined;
+  /** File holding the secret workers sign forwarded calls with. */
+  peerSecretFile: string | undefined;
+  /** Limits every tenant gets unless the tenants file overrides them (0 = none). */
+  tenantLimits: TenantLimits;
+  /** Whole-worker request rate and open streams (0 = none). */
+  globalLimits: GlobalLimits;
+  grpcTls: { certFile: string; keyFile: string; clientCaFile: string | undefined; caFile: string | undefined; refreshMs: number } | undefined;
 }
 
 export class ConfigError extends Error {
@@ -85,6 +102,25 @@ const SETTINGS = {
   maxNewTokens: { flag: "max-new-tokens", env: "STREAMSINK_MAX_NEW_TOKENS", help: "largest max_new_tokens accepted", fallback: String(DEFAULT_LIMITS.maxNewTokens) },
   maxInputTokens: { flag: "max-input-tokens", env: "STREAMSINK_MAX_INPUT_TOKENS", help: "largest append or prompt", fallback: String(DEFAULT_LIMITS.maxInputTokens) },
   maxMessageBytes: { flag: "max-message-bytes", env: "STREAMSINK_MAX_MESSAGE_BYTES", help: "largest gRPC message or Kafka record", fallback: String(4 << 20) },
+  tenantsFile: { flag: "tenants-file", env: "STREAMSINK_TENANTS_FILE", help: "JSON: bearer tokens -> tenants, per-tenant limits (set = authentication on)" },
+  jwtPublicKey: { flag: "jwt-public-key-file", env: "STREAMSINK_JWT_PUBLIC_KEY_FILE", help: "PEM public key (RSA: RS256, P-256: ES256) for JWT bearer tokens" },
+  jwtIssuer: { flag: "jwt-issuer", env: "STREAMSINK_JWT_ISSUER", help: "required JWT iss" },
+  jwtAudience: { flag: "jwt-audience", env: "STREAMSINK_JWT_AUDIENCE", help: "required JWT aud" },
+  jwtTenantClaim: { flag: "jwt-tenant-claim", env: "STREAMSINK_JWT_TENANT_CLAIM", help: "JWT claim naming the tenant", fallback: "tenant" },
+  peerSecretFile: { flag: "peer-secret-file", env: "STREAMSINK_PEER_SECRET_FILE", help: "secret shared by workers to sign forwarded calls (required with auth and Kafka)" },
+  tenantMaxSessions: { flag: "tenant-max-sessions", env: "STREAMSINK_TENANT_MAX_SESSIONS", help: "sessions per tenant per worker (0 = no limit)", fallback: "0" },
+  tenantMaxInputTokens: { flag: "tenant-max-input-tokens", env: "STREAMSINK_TENANT_MAX_INPUT_TOKENS", help: "tokens per append or prompt per tenant (0 = no limit)", fallback: "0" },
+  tenantMaxNewTokens: { flag: "tenant-max-new-tokens", env: "STREAMSINK_TENANT_MAX_NEW_TOKENS", help: "max_new_tokens per tenant (0 = no limit)", fallback: "0" },
+  tenantRps: { flag: "tenant-requests-per-second", env: "STREAMSINK_TENANT_REQUESTS_PER_SECOND", help: "requests per second per tenant per worker (0 = no limit)", fallback: "0" },
+  tenantBurst: { flag: "tenant-burst", env: "STREAMSINK_TENANT_BURST", help: "requests above the rate a tenant may send at once (0 = the rate)", fallback: "0" },
+  tenantMaxStreams: { flag: "tenant-max-streams", env: "STREAMSINK_TENANT_MAX_STREAMS", help: "Generate/Stream calls open per tenant per worker (0 = no limit)", fallback: "0" },
+  maxRps: { flag: "max-requests-per-second", env: "STREAMSINK_MAX_REQUESTS_PER_SECOND", help: "requests per second per worker (0 = no limit)", fallback: "0" },
+  maxStreams: { flag: "max-streams", env: "STREAMSINK_MAX_STREAMS", help: "Generate/Stream calls open per worker (0 = no limit)", fallback: "0" },
+  grpcTlsCert: { flag: "grpc-tls-cert", env: "STREAMSINK_GRPC_TLS_CERT", help: "PEM certificate chain: serve gRPC over TLS (re-read while running)" },
+  grpcTlsKey: { flag: "grpc-tls-key", env: "STREAMSINK_GRPC_TLS_KEY", help: "PEM private key of --grpc-tls-cert" },
+  grpcTlsClientCa: { flag: "grpc-tls-client-ca", env: "STREAMSINK_GRPC_TLS_CLIENT_CA", help: "CA for client certificates: require mutual TLS" },
+  grpcTlsCa: { flag: "grpc-tls-ca", env: "STREAMSINK_GRPC_TLS_CA", help: "CA other workers' certificates are checked against when forwarding (default: --grpc-tls-client-ca)" },
+  grpcTlsRefresh: { flag: "grpc-tls-refresh-ms", env: "STREAMSINK_GRPC_TLS_REFRESH_MS", help: "how often certificate files are re-read", fallback: "10000" },
 } satisfies Record<string, Setting>;
 
 export function serveUsage(): string {
@@ -178,7 +214,53 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     kafkaSasl = { mechanism, username, password };
   }
 
+  const file = (s: Setting): string | undefined => {
+    const v = raw(s);
+    if (v === undefined) return undefined;
+    const path = resolve(v);
+    if (!existsSync(path)) throw new ConfigError(`${name(s)}: ${path} does not exist`);
+    return path;
+  };
+  const jwtKey = file(SETTINGS.jwtPublicKey);
+  let jwt: SecuritySettings["jwt"];
+  if (jwtKey !== undefined) {
+    const issuer = raw(SETTINGS.jwtIssuer);
+    const audience = raw(SETTINGS.jwtAudience);
+    if (!issuer || !audience) throw new ConfigError(`JWT bearer tokens need ${name(SETTINGS.jwtIssuer)} and ${name(SETTINGS.jwtAudience)}`);
+    jwt = { publicKeyFile: jwtKey, issuer, audience, tenantClaim: raw(SETTINGS.jwtTenantClaim)! };
+  }
+  const tenantsFile = file(SETTINGS.tenantsFile);
+  const peerSecretFile = file(SETTINGS.peerSecretFile);
+  if ((tenantsFile !== undefined || jwt !== undefined) && kafkaBrokers.length > 0 && peerSecretFile === undefined)
+    throw new ConfigError(`authentication with Kafka (several workers) needs ${name(SETTINGS.peerSecretFile)}: forwarded calls must prove which tenant they carry`);
+  const certFile = file(SETTINGS.grpcTlsCert);
+  const keyFile = file(SETTINGS.grpcTlsKey);
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new ConfigError(`${name(SETTINGS.grpcTlsCert)} and ${name(SETTINGS.grpcTlsKey)} go together`);
+  const clientCaFile = file(SETTINGS.grpcTlsClientCa);
+  const caFile = file(SETTINGS.grpcTlsCa) ?? clientCaFile;
+  if (certFile === undefined && (clientCaFile !== undefined || raw(SETTINGS.grpcTlsCa) !== undefined))
+    throw new ConfigError(`${name(SETTINGS.grpcTlsClientCa)} and ${name(SETTINGS.grpcTlsCa)} need ${name(SETTINGS.grpcTlsCert)}`);
+  const security: SecuritySettings = {
+    tenantsFile,
+    jwt,
+    peerSecretFile,
+    tenantLimits: {
+      maxSessions: int(SETTINGS.tenantMaxSessions, 0, 1 << 20),
+      maxInputTokens: int(SETTINGS.tenantMaxInputTokens, 0, 1 << 22),
+      maxNewTokens: int(SETTINGS.tenantMaxNewTokens, 0, 1 << 20),
+      requestsPerSecond: int(SETTINGS.tenantRps, 0, 1 << 20),
+      burst: int(SETTINGS.tenantBurst, 0, 1 << 20),
+      maxConcurrentStreams: int(SETTINGS.tenantMaxStreams, 0, 1 << 20),
+    },
+    globalLimits: { requestsPerSecond: int(SETTINGS.maxRps, 0, 1 << 24), burst: 0, maxConcurrentStreams: int(SETTINGS.maxStreams, 0, 1 << 20) },
+    grpcTls:
+      certFile !== undefined && keyFile !== undefined
+        ? { certFile, keyFile, clientCaFile, caFile, refreshMs: int(SETTINGS.grpcTlsRefresh, 100, 3_600_000) }
+        : undefined,
+  };
+
   return {
+    security,
     model,
     backend: choice(SETTINGS.backend, ["cpu", "cuda", "auto"] as const),
     threads: int(SETTINGS.threads, 0, 1024),

@@ -10,7 +10,9 @@ export type ServiceErrorCode =
   | "LIMIT_EXCEEDED"
   | "OWNER_UNAVAILABLE"
   | "SHUTTING_DOWN"
-  | "DEADLINE";
+  | "DEADLINE"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED";
 
 export class ServiceError extends Error {
   override readonly name: string = "ServiceError";
@@ -41,7 +43,11 @@ export class SessionMissingError extends ServiceError {
 /** A queue, session count or size limit was hit. */
 export class LimitExceededError extends ServiceError {
   override readonly name = "LimitExceededError";
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Which limit (a metric label): sessions, queue, input_tokens, new_tokens, rate, streams, ... */
+    readonly limit = "other",
+  ) {
     super("LIMIT_EXCEEDED", message);
   }
 }
@@ -61,5 +67,21 @@ export class ShuttingDownError extends ServiceError {
   override readonly name = "ShuttingDownError";
   constructor() {
     super("SHUTTING_DOWN", "the worker is shutting down");
+  }
+}
+
+/** The call carries no credentials, or credentials that do not verify. */
+export class UnauthenticatedError extends ServiceError {
+  override readonly name = "UnauthenticatedError";
+  constructor(message: string) {
+    super("UNAUTHENTICATED", message);
+  }
+}
+
+/** The caller is known but may not do this (a read-only token writing, a client posing as a worker). */
+export class PermissionDeniedError extends ServiceError {
+  override readonly name = "PermissionDeniedError";
+  constructor(message: string) {
+    super("PERMISSION_DENIED", message);
   }
 }

@@ -36,6 +36,16 @@ export const DEFAULT_LIMITS: HostLimits = {
   prefillChunk: 128,
 };
 
+/**
+ * Per-tenant limits at the session host (set when authentication is on): a
+ * session key names its tenant (services/security/tenant.ts), and each tenant
+ * may hold a bounded number of sessions and send bounded inputs. 0 = no limit.
+ */
+export interface TenantPolicy {
+  tenantOf(sessionKey: string): string;
+  limitsFor(tenant: string): { maxSessions: number; maxInputTokens: number; maxNewTokens: number };
+}
+
 export interface HostedSessionInfo {
   session: string;
   policy: Policy;
@@ -113,6 +123,7 @@ export class SessionHost {
   #stepListener: ((batchSessions: number, tokens: number, ms: number) => void) | undefined;
 
   readonly #hooks: HostHooks;
+  #tenants: TenantPolicy | undefined;
 
   constructor(engine: Engine, defaults: Required<SessionConfig>, limits: Partial<HostLimits> = {}, hooks: HostHooks = {}) {
     this.engine = engine;
@@ -124,6 +135,37 @@ export class SessionHost {
   /** Called after every engine step (for metrics). */
   onStep(listener: (batchSessions: number, tokens: number, ms: number) => void): void {
     this.#stepListener = listener;
+  }
+
+  /** Turns on per-tenant limits. */
+  setTenantPolicy(policy: TenantPolicy): void {
+    this.#tenants = policy;
+  }
+
+  /**
+   * The limits a new op must pass before it runs or is logged (ops replayed
+   * from the log passed them when they were written): the worker's and its
+   * tenant's session count when the op would create a session, and the
+   * tenant's input and generation sizes. Throws LimitExceededError.
+   */
+  checkAdmission(op: SessionOp, inputTokens: number): void {
+    const creates = op.kind !== "close" && !this.#sessions.has(op.session);
+    const reject = (limit: string, message: string): never => {
+      throw new LimitExceededError(message, limit);
+    };
+    if (creates && this.#sessions.size >= this.limits.maxSessions) reject("sessions", `this worker holds its maximum of ${this.limits.maxSessions} sessions`);
+    if (!this.#tenants) return;
+    const tenant = this.#tenants.tenantOf(op.session);
+    const limits = this.#tenants.limitsFor(tenant);
+    if (limits.maxInputTokens > 0 && inputTokens > limits.maxInputTokens)
+      reject("input_tokens", `${inputTokens} input tokens exceed tenant "${tenant}"'s limit of ${limits.maxInputTokens}`);
+    if (op.kind === "generate" && limits.maxNewTokens > 0 && op.maxNewTokens > limits.maxNewTokens)
+      reject("new_tokens", `max_new_tokens ${op.maxNewTokens} exceeds tenant "${tenant}"'s limit of ${limits.maxNewTokens}`);
+    if (creates && limits.maxSessions > 0) {
+      let held = 0;
+      for (const key of this.#sessions.keys()) if (this.#tenants.tenantOf(key) === tenant) held++;
+      if (held >= limits.maxSessions) reject("tenant_sessions", `tenant "${tenant}" holds its maximum of ${limits.maxSessions} sessions on this worker`);
+    }
   }
 
   get sessionCount(): number {
@@ -229,6 +271,7 @@ export class SessionHost {
       job.promptTokens = job.pending.length;
       job.generate = this.#generateState(op);
     }
+    if (!op.fromLog) this.checkAdmission(op, job.pending.length);
     let hosted = this.#sessions.get(op.session);
     if (!hosted && this.#hooks.restore) {
       const restored = await this.#hooks.restore(op.session);
@@ -248,8 +291,6 @@ export class SessionHost {
       }
       if (op.kind === "generate" && job.pending.length === 0)
         throw new InvalidRequestError("generate needs context: the session is empty and no prompt was given");
-      if (this.#sessions.size >= this.limits.maxSessions && !op.fromLog)
-        throw new LimitExceededError(`this worker holds its maximum of ${this.limits.maxSessions} sessions`);
       const config = this.resolveConfig(op.config);
       const session = await this.engine.openSession({ ...config, sinkToken: "model" });
       hosted = this.#sessions.get(op.session);
@@ -260,7 +301,7 @@ export class SessionHost {
       }
     }
     if (hosted.queue.length >= this.limits.maxQueuePerSession && !op.fromLog)
-      throw new LimitExceededError(`session "${op.session}" has ${hosted.queue.length} operations queued (limit ${this.limits.maxQueuePerSession})`);
+      throw new LimitExceededError(`session "${op.session}" has ${hosted.queue.length} operations queued (limit ${this.limits.maxQueuePerSession})`, "queue");
     const done = new Promise<void>((resolve, reject) => {
       job.resolve = resolve;
       job.reject = reject;
@@ -341,7 +382,7 @@ export class SessionHost {
   #generateState(op: GenerateOp): Job["generate"] {
     const maxNew = op.maxNewTokens;
     if (!Number.isInteger(maxNew) || maxNew < 0) throw new InvalidRequestError("max_new_tokens must be a non-negative integer");
-    if (maxNew > this.limits.maxNewTokens) throw new LimitExceededError(`max_new_tokens ${maxNew} exceeds the limit of ${this.limits.maxNewTokens}`);
+    if (maxNew > this.limits.maxNewTokens) throw new LimitExceededError(`max_new_tokens ${maxNew} exceeds the limit of ${this.limits.maxNewTokens}`, "new_tokens");
     const stop = op.stop ?? [];
     if (stop.some((s) => typeof s !== "string" || s.length === 0 || s.length > 256)) throw new InvalidRequestError("stop sequences must be 1 to 256 characters");
     if (stop.length > 16) throw new InvalidRequestError("at most 16 stop sequences");

@@ -10,6 +10,9 @@ import { Redis } from "ioredis";
 import { Engine } from "../engine/index.js";
 import { GrpcServer } from "../grpc/grpc-server.js";
 import { LocalSessionGateway, type SessionGateway } from "../grpc/session-gateway.js";
+import { SecurityMetrics } from "../security/security-metrics.js";
+import { TenantGateway } from "../security/tenant-gateway.js";
+import { buildWorkerSecurity, logPlaintextWarnings } from "../security/worker-security.js";
 import { ClusterSessionGateway } from "./cluster-gateway.js";
 import type { WorkerConfig } from "./config.js";
 import { KafkaRuntime } from "./kafka/kafka-runtime.js";
@@ -78,6 +81,9 @@ export class Worker {
 
   static async start(config: WorkerConfig, options: WorkerOptions = {}): Promise<Worker> {
     const log = options.log ?? createLogger();
+    // Settings files are read before the model loads so a bad one fails fast.
+    const security = buildWorkerSecurity(config.security);
+    logPlaintextWarnings(config, log);
     const interval = options.snapshotIntervalMs ?? config.snapshotIntervalMs;
     const engine = await Engine.load(config.model, { backend: config.backend, threads: config.threads });
     log.info("model loaded", {
@@ -140,6 +146,10 @@ export class Worker {
         : {},
     );
     host.onStep((sessions, tokens, ms) => metrics.onStep(sessions, tokens, ms));
+    host.setTenantPolicy(security.tenantPolicy);
+    const securityMetrics = new SecurityMetrics(metrics.registry);
+    security.authenticator.onFailure((reason) => securityMetrics.authFailed(reason));
+    security.limiter.onRejected((limit, tenant) => securityMetrics.limitHit(limit, tenant));
     metrics.attach({ host, snapshots });
 
     let kafka: KafkaRuntime | undefined;
@@ -185,13 +195,19 @@ export class Worker {
         runtime.resnapshotAll();
         if (owners) owners.publish(runtime.assignedPartitions, gateway.selfAddress).catch(() => undefined);
       };
-      const clusterGateway = new ClusterSessionGateway(host, kafka, owners, "");
+      const clusterGateway = new ClusterSessionGateway(host, kafka, owners, "", security.forwarding);
       metrics.attach({ forwardedCalls: () => clusterGateway.forwardedCalls });
       gateway = clusterGateway;
     }
 
-    const grpc = new GrpcServer(embedded ? wrapMetrics(gateway, metrics) : gateway, {
+    const tenantGateway = new TenantGateway(embedded ? wrapMetrics(gateway, metrics) : gateway, security.limiter, (limit, tenant) =>
+      securityMetrics.limitHit(limit, tenant),
+    );
+    const grpc = new GrpcServer(tenantGateway, {
       maxReceiveMessageBytes: config.maxMessageBytes,
+      authenticator: security.authenticator,
+      limiter: security.limiter,
+      ...(security.serverCredentials ? { credentials: security.serverCredentials } : {}),
       onInternalError: (method, err) => log.error("internal error answering a call", { method, error: String(err) }),
     });
     const grpcPort = await grpc.start(config.grpcHost, config.grpcPort);
@@ -211,6 +227,8 @@ export class Worker {
       advertise: gateway.selfAddress,
       metrics: worker.metricsPort || null,
       mode: embedded ? "embedded (in-process log, local snapshots)" : "cluster (Kafka log)",
+      tls: config.security.grpcTls ? (config.security.grpcTls.clientCaFile ? "mutual" : "server") : "off",
+      authentication: security.authenticator.enabled ? "bearer tokens" : "off (default tenant)",
       snapshots: redis ? "redis" : config.snapshotDir,
     });
     return worker;

@@ -1,0 +1,112 @@
+/**
+ * The security parts of a worker, built from its settings: who may call
+ * (Authenticator), how much (TenantLimiter), the gRPC server's TLS, and how
+ * it forwards to other workers (peer signatures, TLS with its own client
+ * certificate). Also the warnings for links left in plaintext in a cluster.
+ */
+import { readFileSync } from "node:fs";
+
+import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
+
+import type { SecuritySettings, WorkerConfig } from "../worker/config.js";
+import { ConfigError } from "../worker/config.js";
+import type { Logger } from "../worker/logger.js";
+import type { TenantPolicy } from "../worker/session-host.js";
+import { Authenticator } from "./authenticator.js";
+import { JwtVerifier } from "./jwt.js";
+import { signForward } from "./peer-signature.js";
+import { TenantLimiter } from "./tenant-limiter.js";
+import { DEFAULT_TENANT, tenantOfKey } from "./tenant.js";
+import { loadTenantsFile, type TenantsFile } from "./tenants-file.js";
+import { clientCredentials, watchedServerCredentials } from "./tls.js";
+
+export interface WorkerSecurity {
+  authenticator: Authenticator;
+  limiter: TenantLimiter;
+  /** Per-tenant session and size limits for the SessionHost. */
+  tenantPolicy: TenantPolicy;
+  serverCredentials: ServerCredentials | undefined;
+  forwarding: { sign?: (tenant: string) => Record<string, string>; credentials?: () => ChannelCredentials };
+}
+
+function readSecret(path: string, what: string): Buffer {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8").trim();
+  } catch (err) {
+    throw new ConfigError(`cannot read the ${what} ${path}: ${(err as Error).message}`);
+  }
+  if (text.length < 16) throw new ConfigError(`the ${what} ${path} must hold at least 16 characters`);
+  return Buffer.from(text, "utf8");
+}
+
+export function buildWorkerSecurity(settings: SecuritySettings): WorkerSecurity {
+  let tenants: TenantsFile = { tokens: [], limits: new Map() };
+  if (settings.tenantsFile) {
+    try {
+      tenants = loadTenantsFile(settings.tenantsFile);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  }
+  let jwt: JwtVerifier | undefined;
+  if (settings.jwt) {
+    try {
+      jwt = new JwtVerifier({ publicKey: readFileSync(settings.jwt.publicKeyFile), issuer: settings.jwt.issuer, audience: settings.jwt.audience });
+    } catch (err) {
+      throw new ConfigError(`--jwt-public-key-file ${settings.jwt.publicKeyFile}: ${(err as Error).message}`);
+    }
+  }
+  const peerSecret = settings.peerSecretFile ? readSecret(settings.peerSecretFile, "peer secret file") : undefined;
+  const authenticator = new Authenticator({
+    tokens: tenants.tokens,
+    ...(jwt ? { jwt, jwtTenantClaim: settings.jwt!.tenantClaim } : {}),
+    ...(peerSecret ? { peerSecret } : {}),
+  });
+  if (settings.tenantsFile && !authenticator.enabled && !jwt)
+    throw new ConfigError(`the tenants file ${settings.tenantsFile} lists no tokens and no JWT key is configured: nobody could call`);
+  const limiter = new TenantLimiter({ defaults: settings.tenantLimits, overrides: tenants.limits, global: settings.globalLimits });
+  const tenantOf = authenticator.enabled ? tenantOfKey : () => DEFAULT_TENANT;
+  const tls = settings.grpcTls;
+  const forwarding: WorkerSecurity["forwarding"] = {};
+  if (peerSecret) forwarding.sign = (tenant) => signForward(peerSecret, tenant);
+  if (tls) {
+    forwarding.credentials = () =>
+      clientCredentials({
+        ...(tls.caFile ? { caFile: tls.caFile } : {}),
+        // A worker presents its own certificate to a peer that requires mTLS.
+        ...(tls.clientCaFile ? { certFile: tls.certFile, keyFile: tls.keyFile } : {}),
+      });
+  }
+  return {
+    authenticator,
+    limiter,
+    tenantPolicy: { tenantOf, limitsFor: (tenant) => limiter.limitsFor(tenant) },
+    serverCredentials: tls
+      ? watchedServerCredentials({ certFile: tls.certFile, keyFile: tls.keyFile, refreshMs: tls.refreshMs, ...(tls.clientCaFile ? { clientCaFile: tls.clientCaFile } : {}) })
+      : undefined,
+    forwarding,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "::1" || host === "[::1]" || host === "localhost" || host.startsWith("127.");
+}
+
+/** Warnings for a deployment that leaves links in plaintext or open; each names the setting that fixes it. */
+export function plaintextWarnings(config: WorkerConfig): string[] {
+  const warnings: string[] = [];
+  const cluster = config.kafkaBrokers.length > 0;
+  if (cluster && !config.security.grpcTls)
+    warnings.push("cluster configured without gRPC TLS: client and forwarded calls travel in plaintext (set --grpc-tls-cert/--grpc-tls-key)");
+  if (cluster && !config.kafkaSsl) warnings.push("Kafka without TLS: session records travel in plaintext (set --kafka-ssl true)");
+  if (config.redisUrl?.startsWith("redis://") && !isLoopback(new URL(config.redisUrl).hostname))
+    warnings.push("Redis without TLS: snapshots travel in plaintext (use a rediss:// URL)");
+  const authOn = config.security.tenantsFile !== undefined || config.security.jwt !== undefined;
+  if (cluster && !authOn) warnings.push(`gRPC on ${config.grpcHost} without authentication: anyone who reaches it can use every session (set --tenants-file or --jwt-public-key-file)`);
+  return warnings;
+}
+
+export function logPlaintextWarnings(config: WorkerConfig, log: Logger): void {
+  for (const warning of plaintextWarnings(config)) log.warn(warning);
+}
