@@ -11,6 +11,7 @@ export const TOKENS = {
   acme: "acme-token-0123456789abcdef",
   beta: "beta-token-0123456789abcdef",
   acmeReader: "acme-reader-0123456789abcdef",
+  delta: "delta-token-0123456789abcdef",
 } as const;
 
 export const PEER_SECRET = "peer-secret-0123456789abcdef";
@@ -33,6 +34,7 @@ export function securityDir(limits: Record<string, Record<string, number>> = {})
         // Stored hashed: sha256 of TOKENS.beta.
         { tenant: "beta", sha256: sha256(TOKENS.beta) },
         { tenant: "acme", token: TOKENS.acmeReader, permissions: ["read"] },
+        { tenant: "delta", token: TOKENS.delta },
       ],
       tenants: limits,
     }),
