@@ -9,7 +9,7 @@
 //
 // Every command prints JSON lines; parity/versus/snapshot exit 1 when a
 // tolerance is exceeded. Tolerances (see docs/gpu.md): fp32 1e-4 (the CPU
-// parity bound), fp16 0.05 and bf16 0.15 nats on per-token log-probs.
+// parity bound), fp16 0.03 and bf16 0.25 nats on per-token log-probs.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -66,7 +66,7 @@ bool has_flag(std::vector<std::string>& args, const std::string& name) {
   return true;
 }
 
-double tolerance_for(GpuDtype d) { return d == GpuDtype::FP32 ? 1e-4 : d == GpuDtype::FP16 ? 0.05 : 0.15; }
+double tolerance_for(GpuDtype d) { return d == GpuDtype::FP32 ? 1e-4 : d == GpuDtype::FP16 ? 0.03 : 0.25; }
 
 EngineOptions gpu_engine(GpuDtype dtype) {
   EngineOptions o;
@@ -77,14 +77,17 @@ EngineOptions gpu_engine(GpuDtype dtype) {
   return o;
 }
 
-// Appends `ids` to a fresh session in uneven chunks; per-token log-probs.
-std::vector<float> score(Engine& e, const SessionOptions& so, const std::vector<int32_t>& ids) {
+// Appends `ids` to a fresh session in uneven chunks (the first of
+// `first_chunk` tokens when given: a prompt, which takes the causal prefill
+// path); per-token log-probs.
+std::vector<float> score(Engine& e, const SessionOptions& so, const std::vector<int32_t>& ids, size_t first_chunk = 0) {
   uint64_t s = e.open_session(so);
   const int chunks[] = {1, 7, 32, 3, 64};
   std::vector<float> out;
   size_t i = 0;
   for (int k = 0; i < ids.size(); ++k) {
     size_t n = std::min(ids.size() - i, size_t(chunks[k % 5]));
+    if (k == 0 && first_chunk > 0) n = std::min(ids.size(), first_chunk);
     StepEntry en;
     en.session = s;
     en.tokens.assign(ids.begin() + long(i), ids.begin() + long(i + n));
@@ -153,6 +156,7 @@ int cmd_versus(std::vector<std::string> args) {
   GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
   const int64_t factor = std::stoll(flag(args, "--factor", "10"));
   const int64_t window = std::stoll(flag(args, "--window", "60"));
+  const size_t first_chunk = size_t(std::stoll(flag(args, "--first-chunk", "0")));
   if (args.empty()) throw std::runtime_error("versus <model dir>");
   Engine cpu(args[0], 8);
   Engine gpu(args[0], gpu_engine(dtype));
@@ -169,16 +173,16 @@ int cmd_versus(std::vector<std::string> args) {
     so.window = window - p.sinks;
     const int64_t n = factor * window;
     std::vector<int32_t> ids = random_ids(n, cpu.model().config().vocab_size, 7);
-    std::vector<float> a = score(cpu, so, ids), b = score(gpu, so, ids);
+    std::vector<float> a = score(cpu, so, ids, first_chunk), b = score(gpu, so, ids, first_chunk);
     double err = max_abs_diff(a, b);
     double mean = 0;
     for (size_t i = 1; i < a.size(); ++i) mean += std::fabs(double(a[i]) - double(b[i]));
     mean /= double(a.size() - 1);
     bool pass = err <= tol;
     ok = ok && pass;
-    std::printf("{\"check\":\"gpu_vs_cpu\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,\"tokens\":%lld,"
+    std::printf("{\"check\":\"gpu_vs_cpu\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,\"first_chunk\":%zu,\"tokens\":%lld,"
                 "\"max_abs_err\":%.3e,\"mean_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
-                args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, (long long)n, err, mean, tol,
+                args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, first_chunk, (long long)n, err, mean, tol,
                 pass ? "true" : "false");
     std::fflush(stdout);
   }

@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <string>
 
 #include "../errors.h"
@@ -66,9 +68,11 @@ class DeviceBuffer {
     check(cudaMalloc(&p_, bytes), "cudaMalloc");
     bytes_ = bytes;
   }
-  // Grows (contents discarded) to at least `bytes`.
-  void ensure(size_t bytes) {
-    if (bytes > bytes_) reset(std::max(bytes, bytes_ + bytes_ / 2));
+  // Grows (contents discarded) to at least `bytes`; true when it moved.
+  bool ensure(size_t bytes) {
+    if (bytes <= bytes_) return false;
+    reset(std::max(bytes, bytes_ + bytes_ / 2));
+    return true;
   }
   template <typename U = void>
   U* get() const { return static_cast<U*>(p_); }
@@ -112,6 +116,9 @@ class CudaModel final : public GpuBackend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cublasCreate(&blas_), "cublasCreate");
     check(cublasSetStream(blas_, stream_), "cublasSetStream");
+    // A fixed cuBLAS workspace, so GEMMs can be captured into CUDA graphs.
+    blas_ws_.reset(size_t(32) << 20);
+    check(cublasSetWorkspace(blas_, blas_ws_.get(), blas_ws_.bytes()), "cublasSetWorkspace");
     if (c_.position == PositionKind::Rotary) rope_ = std::make_unique<RopeTable>(c_.rotary_dim, c_.rope_theta);
     const int G = c_.heads / c_.kv_heads;
     attn_smem_ = gpu::attn_smem_bytes(G, c_.head_dim);
@@ -125,6 +132,7 @@ class CudaModel final : public GpuBackend {
   }
 
   ~CudaModel() override {
+    drop_graphs();
     if (host_meta_) cudaFreeHost(host_meta_);
     if (host_logits_) cudaFreeHost(host_logits_);
     if (blas_) cublasDestroy(blas_);
@@ -286,6 +294,18 @@ class CudaModel final : public GpuBackend {
 
   // Y (rows, out) = X (rows, in) W^T, W (out, in) row-major, fp32 output.
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
+    // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
+    // limit where cuBLAS's small-N kernels do not.
+    if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
+      const int blocks = int((out + 7) / 8);
+      const T* wp = w.get<T>();
+      switch (rows) {
+        case 1: gpu::gemv_rows<T, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 2: gpu::gemv_rows<T, 2><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 3: gpu::gemv_rows<T, 3><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        default: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+      }
+    }
     const float one = 1.0f, zero = 0.0f;
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w.get(),
                        CudaType<T>::value, int(in), x, CudaType<T>::value, int(in), &zero, y, CUDA_R_32F, int(out),
@@ -308,6 +328,7 @@ class CudaModel final : public GpuBackend {
     check(cudaMemcpyAsync(rope_sin_.get(), rope_->sin_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
     check(cudaStreamSynchronize(stream_), "rope");
     rope_positions_ = rope_->positions();
+    drop_graphs();
   }
 
   // Causal attention of the rows [row0, row0 + count) over themselves, in
@@ -363,6 +384,7 @@ class CudaModel final : public GpuBackend {
   int sm_count_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  DeviceBuffer blas_ws_;
   size_t attn_smem_ = 0;
   size_t weight_bytes_ = 0;
   std::vector<GpuLayer> layers_;
@@ -371,6 +393,28 @@ class CudaModel final : public GpuBackend {
   DeviceBuffer rope_cos_, rope_sin_;
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
+  struct GraphKey {
+    int64_t seqs, rows, n_out, splits, chunk, rope;
+    bool operator<(const GraphKey& o) const {
+      return std::tie(seqs, rows, n_out, splits, chunk, rope) < std::tie(o.seqs, o.rows, o.n_out, o.splits, o.chunk, o.rope);
+    }
+  };
+  static constexpr size_t kMaxGraphs = 256;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  void drop_graphs() {
+    for (auto& g : graphs_) cudaGraphExecDestroy(g.second);
+    graphs_.clear();
+  }
+
+  void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
+    switch (G) {
+      case 1: gpu::attn_decode128<T, 1><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      case 2: gpu::attn_decode128<T, 2><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      case 4: gpu::attn_decode128<T, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      default: gpu::attn_decode128<T, 8><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+    }
+  }
+
   struct CausalChunk {
     int32_t row0, count;
   };
@@ -463,7 +507,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   std::memcpy(hm + o_rd, rd.data(), rd_bytes);
   std::memcpy(hm + o_tok, tokens.data(), tok_bytes);
   std::memcpy(hm + o_out, out_rows.data(), out_bytes);
-  meta_.ensure(meta_bytes);
+  if (meta_.ensure(meta_bytes)) drop_graphs();
   check(cudaMemcpyAsync(meta_.get(), hm, meta_bytes, cudaMemcpyHostToDevice, stream_), "descriptor upload");
   const auto* d_seqs = reinterpret_cast<const gpu::SeqDesc*>(meta_.get<uint8_t>());
   const auto* d_rows = reinterpret_cast<const gpu::RowDesc*>(meta_.get<uint8_t>() + o_rd);
@@ -471,29 +515,34 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   const auto* d_out = reinterpret_cast<const int64_t*>(meta_.get<uint8_t>() + o_out);
 
   // Attention split: enough blocks to fill the GPU even for one session.
-  const int64_t base_blocks = rows * c.kv_heads;
-  int64_t splits = std::max<int64_t>(1, (4 * sm_count_ + base_blocks - 1) / base_blocks);
+  const int G = c.heads / c.kv_heads;
+  const bool fast_attn = hd == 128 && (!rope_ || c.rotary_dim == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
+  const int64_t base_blocks = rows * c.kv_heads, want_blocks = (fast_attn ? 16 : 4) * int64_t(sm_count_);
+  int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + gpu::kTile - 1) / gpu::kTile));
   max_n = std::max<int64_t>(max_n, 1);
   int64_t chunk = (max_n + splits - 1) / splits;
   chunk = (chunk + gpu::kTile - 1) / gpu::kTile * gpu::kTile;
   splits = (max_n + chunk - 1) / chunk;
 
-  x_.ensure(size_t(rows * H) * sizeof(float));
-  h_.ensure(size_t(rows * H) * sizeof(T));
-  qkv_.ensure(size_t(rows * qkv_dim) * sizeof(float));
-  attn_.ensure(size_t(rows * attn_dim) * sizeof(T));
-  a_.ensure(size_t(rows * H) * sizeof(float));
-  up_.ensure(size_t(rows * up_dim) * sizeof(float));
-  act_.ensure(size_t(rows * I) * sizeof(T));
-  m_.ensure(size_t(rows * H) * sizeof(float));
-  partial_.ensure(size_t(rows * c.heads * splits * (hd + 2)) * sizeof(float));
-  if (c.parallel_residual && c.mlp_norm_separate) h2_.ensure(size_t(rows * H) * sizeof(T));
+  bool moved = false;
+  moved |= x_.ensure(size_t(rows * H) * sizeof(float));
+  moved |= h_.ensure(size_t(rows * H) * sizeof(T));
+  moved |= qkv_.ensure(size_t(rows * qkv_dim) * sizeof(float));
+  moved |= attn_.ensure(size_t(rows * attn_dim) * sizeof(T));
+  moved |= a_.ensure(size_t(rows * H) * sizeof(float));
+  moved |= up_.ensure(size_t(rows * up_dim) * sizeof(float));
+  moved |= act_.ensure(size_t(rows * I) * sizeof(T));
+  moved |= m_.ensure(size_t(rows * H) * sizeof(float));
+  moved |= partial_.ensure(size_t(rows * c.heads * splits * (hd + 2)) * sizeof(float));
+  if (c.parallel_residual && c.mlp_norm_separate) moved |= h2_.ensure(size_t(rows * H) * sizeof(T));
+  moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
+  moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
+  if (moved) drop_graphs();
 
   float* x = x_.get<float>();
   T* h = h_.get<T>();
   float* qkv = qkv_.get<float>();
-  gpu::embed_rows<T><<<int(rows), 256, 0, stream_>>>(d_tokens, embed_.get<T>(), int(H), x);
 
   gpu::AttnParams ap{};
   ap.seqs = d_seqs;
@@ -513,6 +562,10 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   ap.scale = c.softmax_scale;
   const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));
 
+  // Everything from the embedding to the logits, enqueued on stream_ (or
+  // captured once into a CUDA graph per step shape and replayed).
+  auto enqueue = [&]() {
+  gpu::embed_rows<T><<<int(rows), 256, 0, stream_>>>(d_tokens, embed_.get<T>(), int(H), x);
   for (int l = 0; l < c.layers; ++l) {
     GpuLayer& w = layers_[size_t(l)];
     norm(x, nullptr, rows, w.norm1_w, w.norm1_b, h);
@@ -521,7 +574,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
       gpu::bias_clip<<<grid_for(rows * qkv_dim), 256, 0, stream_>>>(qkv, rows * qkv_dim, int(qkv_dim), opt(w.bqkv), c.clip_qkv);
     ap.layer = l;
     for (const CausalChunk& cc : causal_) causal_attention(qkv, cc.row0, cc.count);
-    gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
+    if (fast_attn) launch_decode128(attn_grid, ap, G);
+    else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
     gpu::attn_combine<T><<<dim3(unsigned(c.heads), unsigned(rows)), 128, 0, stream_>>>(
         d_rows, ap.partial, c.heads, c.head_dim, int(splits), int(chunk), attn_.get<T>());
     gpu::kv_store<T><<<int(rows), 256, 0, stream_>>>(d_seqs, d_rows, qkv, l, c.heads, c.kv_heads, c.head_dim, int(qkv_dim));
@@ -550,10 +604,35 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   }
 
   // Final norm and LM head for the rows whose logits are wanted.
-  normed_.ensure(size_t(n_out * H) * sizeof(T));
-  logits_.ensure(size_t(n_out * V) * sizeof(float));
   norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
   gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
+  };
+
+  if (options_.graphs && causal_.empty()) {
+    const GraphKey key{int64_t(seqs.size()), rows, n_out, splits, chunk, rope_positions_};
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      if (graphs_.size() >= kMaxGraphs) drop_graphs();
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
+      try {
+        enqueue();
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream_, &graph), "graph capture");
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      check(e, "graph instantiate");
+      it = graphs_.emplace(key, exec).first;
+    }
+    check(cudaGraphLaunch(it->second, stream_), "graph launch");
+  } else {
+    enqueue();
+  }
   const size_t logit_bytes = size_t(n_out * V) * sizeof(float);
   if (logit_bytes > host_logits_bytes_) {
     if (host_logits_) cudaFreeHost(host_logits_);

@@ -364,6 +364,222 @@ __global__ void convert_from(const T* src, int64_t n, float* dst) {
     dst[e] = to_f(src[e]);
 }
 
+// ---- Decode fast paths ------------------------------------------------------
+
+// 16 bytes of T as floats (8 bf16/fp16 or 4 fp32).
+template <typename T> struct Vec16;
+template <> struct Vec16<float> {
+  static constexpr int N = 4;
+  __device__ static void load(const uint4& u, float* f) {
+    f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+  }
+};
+template <> struct Vec16<__nv_bfloat16> {
+  static constexpr int N = 8;
+  __device__ static void load(const uint4& u, float* f) {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+    for (int i = 0; i < 4; ++i) { float2 v = __bfloat1622float2(h[i]); f[2 * i] = v.x; f[2 * i + 1] = v.y; }
+  }
+};
+template <> struct Vec16<__half> {
+  static constexpr int N = 8;
+  __device__ static void load(const uint4& u, float* f) {
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+    for (int i = 0; i < 4; ++i) { float2 v = __half22float2(h[i]); f[2 * i] = v.x; f[2 * i + 1] = v.y; }
+  }
+};
+
+// Y (R, out) = X (R, in) W^T for a few rows R: a weight-streaming GEMV, one
+// warp per output, 16-byte loads of W that bypass L1 (each weight is read
+// once per step), X re-read from L1/L2. in % (16 / sizeof(T)) == 0.
+template <typename T, int R>
+__global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const T* __restrict__ X, int in, int out,
+                                                 float* __restrict__ Y) {
+  constexpr int N = Vec16<T>::N;
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (warp >= out) return;
+  const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(warp) * in);
+  const int nv = in / N;
+  float acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = 0.f;
+  int v = lane;
+  for (; v + 96 < nv; v += 128) {
+    uint4 wv[4];
+    for (int u = 0; u < 4; ++u) wv[u] = __ldcs(w + v + 32 * u);
+    for (int u = 0; u < 4; ++u) {
+      float wf[N];
+      Vec16<T>::load(wv[u], wf);
+      for (int r = 0; r < R; ++r) {
+        float xf[N];
+        Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v + 32 * u), xf);
+        for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
+      }
+    }
+  }
+  for (; v < nv; v += 32) {
+    float wf[N];
+    Vec16<T>::load(__ldcs(w + v), wf);
+    for (int r = 0; r < R; ++r) {
+      float xf[N];
+      Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v), xf);
+      for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float a = acc[r];
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (lane == 0) Y[int64_t(r) * out + warp] = a;
+  }
+}
+
+// Decode attention for head_dim 128 with full rotary (or ALiBi) and up to 8
+// query heads per KV head: each warp walks its own entries, a lane owning 4
+// dims, so K/V are loaded as 8-byte vectors with no block barriers; the
+// rotate-half partner of lane l's dims sits in lane l ^ 16. Same contract and
+// partial output as attn_split.
+template <typename T> struct Vec4;
+template <> struct Vec4<float> {
+  using type = float4;
+  __device__ static void load(const float4& u, float* f) { f[0] = u.x; f[1] = u.y; f[2] = u.z; f[3] = u.w; }
+};
+template <> struct Vec4<__nv_bfloat16> {
+  using type = uint2;
+  __device__ static void load(const uint2& u, float* f) {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+    float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
+    f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+  }
+};
+template <> struct Vec4<__half> {
+  using type = uint2;
+  __device__ static void load(const uint2& u, float* f) {
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+    float2 a = __half22float2(h[0]), b = __half22float2(h[1]);
+    f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+  }
+};
+
+template <typename T, int G>
+__global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
+  constexpr int HD = 128, NW = kThreads / 32;
+  using V4 = typename Vec4<T>::type;
+  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
+  const RowDesc row = p.rows[r];
+  const int64_t n = row.n;
+  const int64_t begin = int64_t(split) * p.chunk;
+  if (n == 0 || begin >= n) return;
+  const int64_t end = min(n, begin + p.chunk);
+  const SeqDesc s = p.seqs[row.seq];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int d0 = lane * 4, fi = d0 & 63;  // this lane's dims and their frequency index
+  const bool lo = lane < 16;
+  const bool rope = p.rope_cos != nullptr;
+
+  // Queries of the group at position n - 1, scaled.
+  const int64_t q_pos = n - 1;
+  float q[G][4];
+  {
+    float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
+    if (rope) {
+      const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + q_pos * 64 + fi);
+      const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + q_pos * 64 + fi);
+      c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
+      sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
+    }
+    for (int g = 0; g < G; ++g) {
+      const float4 x = *reinterpret_cast<const float4*>(p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + g) * HD + d0);
+      float xv[4] = {x.x, x.y, x.z, x.w};
+      for (int e = 0; e < 4; ++e) {
+        const float o = __shfl_xor_sync(0xffffffffu, xv[e], 16);
+        const float y = rope ? (lo ? xv[e] * c[e] - o * sn[e] : xv[e] * c[e] + o * sn[e]) : xv[e];
+        q[g][e] = y * p.scale;
+      }
+    }
+  }
+  float m[G], l[G], acc[G][4];
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+    for (int e = 0; e < 4; ++e) acc[g][e] = 0.f;
+  }
+  const int64_t slot_stride = int64_t(p.kv_heads) * HD;
+  const int64_t layer_off = int64_t(p.layer) * s.slots * slot_stride + int64_t(kvh) * HD + d0;
+  const T* kc = static_cast<const T*>(s.k) + layer_off;
+  const T* vc = static_cast<const T*>(s.v) + layer_off;
+  const int k_off = p.heads * HD + kvh * HD + d0, v_off = (p.heads + p.kv_heads) * HD + kvh * HD + d0;
+  const bool saturated = s.bounded && row.t >= s.sinks + s.window;
+  // Ring index of the oldest window entry (saturated contexts).
+  const int64_t ring0 = saturated ? (row.t - s.window + 1 - s.sinks) % s.window : 0;
+
+  for (int64_t i = begin + warp; i < end; i += NW) {
+    int64_t u, slot;
+    if (!saturated || i < s.sinks) {
+      u = i;
+      slot = i;
+    } else {
+      int64_t idx = ring0 + (i - s.sinks);
+      if (idx >= s.window) idx -= s.window;
+      u = row.t - s.window + 1 + (i - s.sinks);
+      slot = s.sinks + idx;
+    }
+    float k[4], v[4];
+    if (u >= s.first_token) {
+      const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+      const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
+      k[0] = a.x; k[1] = a.y; k[2] = a.z; k[3] = a.w;
+      v[0] = b.x; v[1] = b.y; v[2] = b.z; v[3] = b.w;
+    } else {
+      Vec4<T>::load(*reinterpret_cast<const V4*>(kc + slot * slot_stride), k);
+      Vec4<T>::load(*reinterpret_cast<const V4*>(vc + slot * slot_stride), v);
+    }
+    if (rope) {
+      const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+      const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+      const float c[4] = {cv.x, cv.y, cv.z, cv.w}, sn[4] = {sv.x, sv.y, sv.z, sv.w};
+      for (int e = 0; e < 4; ++e) {
+        const float o = __shfl_xor_sync(0xffffffffu, k[e], 16);
+        k[e] = lo ? k[e] * c[e] - o * sn[e] : k[e] * c[e] + o * sn[e];
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      float sc = q[g][0] * k[0] + q[g][1] * k[1] + q[g][2] * k[2] + q[g][3] * k[3];
+      for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+      if (p.alibi) sc -= float(q_pos - i) * p.alibi[kvh * G + g];
+      const float m_new = fmaxf(m[g], sc);
+      const float alpha = __expf(m[g] - m_new), pr = __expf(sc - m_new);
+      l[g] = l[g] * alpha + pr;
+      for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pr, v[e], acc[g][e] * alpha);
+      m[g] = m_new;
+    }
+  }
+  // Merge the warps' (m, l, acc) and write the split's partial.
+  __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      sm[warp][g] = m[g];
+      sl[warp][g] = l[g];
+    }
+    for (int e = 0; e < 4; ++e) sacc[warp][g][d0 + e] = acc[g][e];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
+    const int g = e / (HD + 2), d = e % (HD + 2);
+    float M = -INFINITY;
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
+    float val = 0.f;
+    if (d == 0) {
+      val = M;
+    } else {
+      for (int w = 0; w < NW; ++w) {
+        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
+        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
+      }
+    }
+    float* dst = p.partial + ((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2);
+    dst[d] = val;
+  }
+}
+
 // ---- Prefill of a chunk that starts an empty cache and fits in it ----------
 // Every token t of such a chunk sees tokens 0..t at positions 0..t (nothing is
 // evicted), i.e. plain causal attention, so it runs as batched GEMMs over

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# On the H100 host: build the native engine with CUDA and run the GPU checks
+# (parity with the golden vectors, GPU vs CPU on long streams, session moves
+# between backends, compute-sanitizer) and optionally the benchmarks.
+# Results go to $OUT (default bench/results/gpu).
+#   tools/cuda/device-check.sh [checks|sanitize|bench|stream] ...
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-bench/results/gpu}"
+mkdir -p "$OUT"
+BUILD=native/build-gpu
+if [[ ! -x $BUILD/streamsink_gpu || native/src -nt $BUILD/streamsink_gpu ]]; then
+  cmake -S native -B $BUILD -G Ninja -DSTREAMSINK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a >"$OUT/build.log" 2>&1 &&
+    cmake --build $BUILD --target streamsink_gpu -j16 >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+fi
+BIN=$BUILD/streamsink_gpu
+M=tests/fixtures/models
+G=tests/fixtures/golden
+status=0
+for what in "$@"; do
+  case $what in
+    checks)
+      nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+      for d in fp32 bf16 fp16; do $BIN parity $M $G --dtype $d || status=1; done | tee "$OUT/parity.jsonl"
+      for m in llama-gqa pythia falcon-mq falcon-nda mpt; do
+        for d in fp32 bf16; do $BIN versus $M/$m --dtype $d --factor 10 || status=1; done
+      done | tee "$OUT/versus.jsonl"
+      for d in fp32 bf16; do $BIN snapshot $M/llama-gqa --dtype $d || status=1; done | tee "$OUT/snapshot.jsonl"
+      ;;
+    wide)
+      # head_dim 128: the decode fast path (attn_decode128) and GEMV, plus the
+      # causal prefill of a 200-token prompt.
+      python3 tools/cuda/make_wide_models.py /tmp/streamsink-wide >/dev/null
+      for m in llama-hd128-g1 llama-hd128-g2 llama-hd128-g8 mpt-hd128; do
+        for d in fp32 bf16; do
+          $BIN versus /tmp/streamsink-wide/$m --dtype $d --factor 10 --window 300 --first-chunk 200 || status=1
+        done
+      done | tee "$OUT/versus-hd128.jsonl"
+      ;;
+    sanitize)
+      compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 $BIN versus $M/llama-gqa --dtype bf16 --factor 3 \
+        >"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"; tail -3 "$OUT/memcheck.log"
+      compute-sanitizer --tool memcheck --error-exitcode 9 $BIN snapshot $M/mpt --dtype fp16 \
+        >>"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"; tail -3 "$OUT/memcheck.log"
+      python3 tools/cuda/make_wide_models.py /tmp/streamsink-wide >/dev/null
+      compute-sanitizer --tool memcheck --error-exitcode 9 $BIN versus /tmp/streamsink-wide/llama-hd128-g2 --dtype bf16 \
+        --factor 3 --window 100 --first-chunk 40 >>"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
+      tail -3 "$OUT/memcheck.log"
+      ;;
+    bench) $BIN bench --out "$OUT/gpu-bench.json" ${BENCH_ARGS:-} 2> >(tee "$OUT/gpu-bench.log" >&2) || status=1 ;;
+    stream) $BIN stream models/streamsink-llama-7m --tokens ${STREAM_TOKENS:-1048576} | tee "$OUT/stream.jsonl" || status=1 ;;
+  esac
+done
+exit $status
