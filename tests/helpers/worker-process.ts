@@ -7,7 +7,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
 
-import { StreamsinkClient } from "../../services/grpc/grpc-client.js";
+import { type ConnectOptions, StreamsinkClient } from "../../services/grpc/grpc-client.js";
 import { ROOT } from "./fixtures.js";
 
 export function buildDist(): void {
@@ -37,7 +37,8 @@ export interface WorkerProcess {
   exited: Promise<number | null>;
 }
 
-export async function startWorker(env: Record<string, string>, args: string[] = []): Promise<WorkerProcess> {
+/** `connect`: how the readiness check reaches the worker (TLS credentials for a TLS worker). */
+export async function startWorker(env: Record<string, string>, args: string[] = [], connect: ConnectOptions = {}): Promise<WorkerProcess> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const logs: string[] = [];
@@ -55,7 +56,7 @@ export async function startWorker(env: Record<string, string>, args: string[] = 
     if (proc.exitCode !== null) throw new Error(`worker exited with ${proc.exitCode} before serving:\n${logs.join("")}`);
     if (Date.now() > deadline) throw new Error(`worker did not become healthy:\n${logs.join("")}`);
     try {
-      const client = await StreamsinkClient.connect(address, { readyTimeoutMs: 1000 });
+      const client = await StreamsinkClient.connect(address, { ...connect, readyTimeoutMs: 1000 });
       healthy = (await client.health()) === "SERVING";
       client.close();
     } catch {
