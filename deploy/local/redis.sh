@@ -11,8 +11,10 @@
 #                   port the data dir ran with before)
 #   --data-dir D    pid file, log and dump.rdb (default $STREAMSINK_INFRA_DIR/redis-data)
 #   --fresh         wipe the data dir first
+#   --appendonly    persist every write (AOF, fsync always), so even a SIGKILL
+#                   loses nothing acknowledged; remembered in the data dir
 #   --timeout S     seconds to wait for PING (default 30)
-# No periodic persistence (--save "" --appendonly no). `stop` does SHUTDOWN SAVE
+# No periodic persistence (--save "", and no AOF unless --appendonly). `stop` does SHUTDOWN SAVE
 # so a stop/start keeps the data; `stop --nosave` or `stop --kill` loses it,
 # like a crash. start prints redis://127.0.0.1:PORT on stdout.
 set -euo pipefail
@@ -86,12 +88,13 @@ running_pid() {
 cli() { "$REDIS_CLI" -h "$HOST" -p "$1" "${@:2}"; }
 
 cmd_start() {
-  local port="" data="" fresh=0 timeout=30
+  local port="" data="" fresh=0 timeout=30 aof=""
   while (($#)); do
     case "$1" in
       --port) port="$2"; shift 2 ;;
       --data-dir) data="$2"; shift 2 ;;
       --fresh) fresh=1; shift ;;
+      --appendonly) aof=1; shift ;;
       --timeout) timeout="$2"; shift 2 ;;
       *) die "start: unknown option $1" ;;
     esac
@@ -105,13 +108,16 @@ cmd_start() {
   if pid=$(running_pid "$data"); then
     die "a redis-server (pid $pid) already runs from $data; stop it first"
   fi
-  ((fresh)) && rm -f "$data/dump.rdb" "$data/redis.env" "$data/redis.log"
-  if [[ -z "$port" && -f "$data/redis.env" ]]; then
-    local REDIS_PORT=""
+  ((fresh)) && rm -rf "$data/dump.rdb" "$data/redis.env" "$data/redis.log" "$data/appendonlydir"
+  if [[ -f "$data/redis.env" ]]; then
+    local REDIS_PORT="" REDIS_APPENDONLY=""
     # shellcheck disable=SC1091
     source "$data/redis.env"
-    port="$REDIS_PORT"
+    [[ -z "$port" ]] && port="$REDIS_PORT"
+    [[ -z "$aof" ]] && aof="$REDIS_APPENDONLY"
   fi
+  local persistence=(--appendonly no)
+  [[ -n "$aof" ]] && persistence=(--appendonly yes --appendfsync always)
   port="${port:-6379}"
   local pick=0 _
   [[ "$port" == 0 ]] && pick=1
@@ -121,12 +127,12 @@ cmd_start() {
       ((pick)) && continue
       die "port $port on $HOST is already in use"
     fi
-    echo "REDIS_PORT=$port" >"$data/redis.env"
+    printf 'REDIS_PORT=%s\nREDIS_APPENDONLY=%s\n' "$port" "$aof" >"$data/redis.env"
     rm -f "$data/redis.pid"
     local offset=0
     [[ -f "$data/redis.log" ]] && offset=$(stat -c %s "$data/redis.log")
     # Run from the data dir (so the pid check can tell our server by its cwd).
-    if ! (cd "$data" && "$REDIS_SERVER" --bind "$HOST" --port "$port" --save "" --appendonly no \
+    if ! (cd "$data" && "$REDIS_SERVER" --bind "$HOST" --port "$port" --save "" "${persistence[@]}" \
         --dir "$data" --dbfilename dump.rdb --daemonize yes --pidfile "$data/redis.pid" \
         --logfile "$data/redis.log" --protected-mode yes 8>&-); then
       die "redis-server failed to start; see $data/redis.log"

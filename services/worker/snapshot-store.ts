@@ -22,7 +22,8 @@ export interface SnapshotStore {
   save(session: string, bytes: Uint8Array, meta: SnapshotMeta): Promise<void>;
   /** undefined when there is none. Throws CorruptSnapshotError on a damaged envelope. */
   load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined>;
-  delete(session: string): Promise<void>;
+  /** Removes a closed session's snapshot; `meta` (partition, epoch) fences it like a save. */
+  delete(session: string, meta?: SnapshotMeta): Promise<void>;
 }
 
 export class CorruptSnapshotError extends Error {

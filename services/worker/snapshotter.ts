@@ -4,6 +4,11 @@
  * and an unknown session id is restored from its snapshot on first use. A
  * corrupt or foreign snapshot is logged, counted, deleted, and the session
  * starts empty; the worker keeps serving.
+ *
+ * A closed session's snapshot is deleted after any save already under way
+ * (deletes and flushes share one queue), and until the delete has succeeded
+ * the session counts as closed: restore() ignores its old snapshot, so a
+ * failed delete never brings a closed session back.
  */
 import { type Engine, type Session, SnapshotError } from "../engine/index.js";
 import { OwnerUnavailableError } from "./errors.js";
@@ -36,6 +41,8 @@ export class Snapshotter {
   #metaFor: (session: string) => SnapshotMeta = () => ({});
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
+  /** Closed sessions whose snapshot delete has not succeeded yet, with the fence to delete under. */
+  readonly #deleting = new Map<string, SnapshotMeta>();
 
   constructor(engine: Engine, store: SnapshotStore, log: Logger, observer?: SnapshotObserver) {
     this.#observer = observer;
@@ -58,9 +65,52 @@ export class Snapshotter {
     this.#dirty.add(session);
   }
 
-  async forget(session: string): Promise<void> {
+  /**
+   * The session was closed: deletes its snapshot once saves already queued
+   * are done. Resolves true when the delete is durable; on false it stays
+   * pending (restore() ignores the old snapshot) and is retried by the next
+   * flush or forget.
+   */
+  forget(session: string, fence: SnapshotMeta = {}): Promise<boolean> {
+    this.closed(session, fence);
+    return this.completeDelete(session);
+  }
+
+  /** Marks the session closed (its snapshot to be deleted under `fence`) without deleting yet. */
+  closed(session: string, fence: SnapshotMeta = {}): void {
     this.#dirty.delete(session);
-    await this.#store.delete(session).catch((err: unknown) => this.#log.warn("snapshot delete failed", { session, error: String(err) }));
+    this.#deleting.set(session, fence);
+  }
+
+  /** Deletes a closed session's snapshot (queued behind saves under way); true once durable or superseded. */
+  completeDelete(session: string, fence?: SnapshotMeta): Promise<boolean> {
+    if (fence && this.#deleting.has(session)) this.#deleting.set(session, fence);
+    const done = this.#flushing.then(() => this.#deleteNow(session));
+    this.#flushing = done.then(() => undefined);
+    return done;
+  }
+
+  /** True while a closed session's snapshot delete is still pending. */
+  deletePending(session: string): boolean {
+    return this.#deleting.has(session);
+  }
+
+  /** Drops a pending delete without doing it (the partition moved: its new owner replays the close). */
+  abandonDelete(session: string): void {
+    this.#deleting.delete(session);
+  }
+
+  async #deleteNow(session: string): Promise<boolean> {
+    const fence = this.#deleting.get(session);
+    if (!fence) return true; // a save of a re-created session replaced it
+    try {
+      await this.#store.delete(session, fence);
+      if (this.#deleting.get(session) === fence) this.#deleting.delete(session);
+      return true;
+    } catch (err) {
+      this.#log.warn("snapshot delete failed; will retry", { session, error: String(err) });
+      return false;
+    }
   }
 
   /**
@@ -69,6 +119,8 @@ export class Snapshotter {
    * while the store cannot be read.
    */
   async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | { rejected: string } | undefined> {
+    // Closed, but its snapshot is not deleted yet: that snapshot is history.
+    if (this.#deleting.has(session)) return undefined;
     const t0 = performance.now();
     let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
     try {
@@ -86,6 +138,8 @@ export class Snapshotter {
       throw new OwnerUnavailableError(`snapshot store unavailable: ${(err as Error).message}`);
     }
     if (!loaded) return undefined;
+    // Closed while the load was in flight.
+    if (this.#deleting.has(session)) return undefined;
     try {
       const restored = await this.#engine.importSession(loaded.bytes);
       this.stats.restored++;
@@ -101,6 +155,16 @@ export class Snapshotter {
     }
   }
 
+  /** Whether the store answers now (a read of the session's snapshot; a corrupt one counts as an answer). */
+  async reachable(session: string): Promise<boolean> {
+    try {
+      await this.#store.load(session);
+      return true;
+    } catch (err) {
+      return err instanceof CorruptSnapshotError;
+    }
+  }
+
   /** Saves every session marked dirty (or all, with `all`; or just `only`). */
   flush(all = false, only?: ReadonlySet<string>): Promise<void> {
     this.#flushing = this.#flushing.then(() => this.#flushNow(all, only));
@@ -110,6 +174,7 @@ export class Snapshotter {
   async #flushNow(all: boolean, only?: ReadonlySet<string>): Promise<void> {
     const host = this.#host;
     if (!host) return;
+    for (const id of [...this.#deleting.keys()]) if (!host.engineSession(id)) await this.#deleteNow(id);
     let ids = all ? host.sessionIds() : [...this.#dirty];
     if (only) ids = ids.filter((id) => only.has(id));
     for (const id of ids) this.#dirty.delete(id);
@@ -119,8 +184,10 @@ export class Snapshotter {
       try {
         const t0 = performance.now();
         const meta = this.#metaFor(id);
+        const closedBefore = this.#deleting.get(id);
         const bytes = await session.export();
         await this.#store.save(id, bytes, meta);
+        this.#savedOver(id, closedBefore);
         this.stats.saved++;
         this.stats.savedBytes += bytes.length;
         this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
@@ -145,8 +212,10 @@ export class Snapshotter {
       // Read together with the idle check and the export call (no await in
       // between), so the meta describes exactly the state exported.
       const meta = metaNow();
+      const closedBefore = this.#deleting.get(id);
       const bytes = await session.export();
       await this.#store.save(id, bytes, meta);
+      this.#savedOver(id, closedBefore);
       this.stats.saved++;
       this.stats.savedBytes += bytes.length;
       this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
@@ -156,6 +225,15 @@ export class Snapshotter {
       this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
       return undefined;
     }
+  }
+
+  /**
+   * A save replaced the snapshot of a session closed before the save began (a
+   * re-created session): that pending delete is moot. A close during the save
+   * stays pending, and its delete follows.
+   */
+  #savedOver(id: string, closedBefore: SnapshotMeta | undefined): void {
+    if (closedBefore !== undefined && this.#deleting.get(id) === closedBefore) this.#deleting.delete(id);
   }
 
   /** Stops the timer; with `flushAll`, saves every session first (embedded mode). */

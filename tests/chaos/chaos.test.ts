@@ -1,8 +1,10 @@
 /**
  * Chaos (bounded for CI): real Kafka, real Redis, 3 worker processes, many
  * sessions streamed well past their cache size, while workers are killed
- * with SIGKILL and restarted, Redis restarts once and the broker restarts
- * once. Then, per session: every input record applied exactly once (the token
+ * with SIGKILL and restarted, Redis is killed with SIGKILL and restarted
+ * once (it persists every acknowledged write, AOF), and the broker restarts
+ * once.
+ * Then, per session: every input record applied exactly once (the token
  * count equals the reference) and every output equals a no-fault
  * single-process run; a record that appears twice after a failover is
  * identical (same request id, sequence number and content).
@@ -55,7 +57,8 @@ describe("chaos: kill -9 workers, restart Redis and the broker", () => {
 
   beforeAll(async () => {
     buildDist();
-    [kafka, redis] = await Promise.all([startKafka(), startRedis()]);
+    // Snapshots are durable once Redis acknowledges them: AOF with fsync always, as in production.
+    [kafka, redis] = await Promise.all([startKafka(), startRedis({ appendonly: true })]);
     env = {
       STREAMSINK_MODEL: modelDir("llama-gqa"),
       STREAMSINK_KAFKA_BROKERS: kafka.brokers,
@@ -127,7 +130,8 @@ describe("chaos: kill -9 workers, restart Redis and the broker", () => {
       await producer.send({ topic: `${topic}.input`, messages });
       // Faults while the round is in flight.
       if (r === 1 || r === 3) await killAndRestart();
-      if (r === 2) await redis.restart();
+      // A crash (SIGKILL) while the round is in flight.
+      if (r === 2) await redis.restart({ kill: true });
       if (r === 4) await kafka.restart();
       const round = Array.from({ length: SESSIONS }, (_, k) => roundOps(k, r)).flat();
       await waitFor(`round ${r}`, () => round.every((op) => finished(op.requestId)));

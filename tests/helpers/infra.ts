@@ -39,7 +39,7 @@ export interface RedisHandle {
   /**
    * Stop and start again on the same port. By default the data survives (SHUTDOWN SAVE
    * writes dump.rdb, which the new server loads); `kill: true` is a crash (SIGKILL):
-   * what was written since the last save is lost.
+   * what was written since the last save is lost, unless started with `appendonly`.
    */
   restart(opts?: { kill?: boolean }): Promise<void>;
 }
@@ -231,8 +231,12 @@ export async function startKafka(): Promise<KafkaHandle> {
 
 // ---------------------------------------------------------------- Redis
 
-/** A fresh redis-server on a free loopback port, in a new temp data dir. */
-export async function startRedis(): Promise<RedisHandle> {
+/**
+ * A fresh redis-server on a free loopback port, in a new temp data dir. With
+ * `appendonly`, every write is persisted (AOF, fsync always) and survives
+ * even `restart({ kill: true })`.
+ */
+export async function startRedis(opts: { appendonly?: boolean } = {}): Promise<RedisHandle> {
   const missing = ["redis-server", "redis-cli"].filter((c) => !onPath(c));
   if (missing.length) {
     throw new Error(
@@ -244,7 +248,7 @@ export async function startRedis(): Promise<RedisHandle> {
   track(dataDir, join(dataDir, "redis.pid"));
   let url: string;
   try {
-    url = lastLine((await runScript(REDIS_SH, ["start", "--port", "0", "--data-dir", dataDir], 60_000)).stdout);
+    url = lastLine((await runScript(REDIS_SH, ["start", "--port", "0", "--data-dir", dataDir, ...(opts.appendonly ? ["--appendonly"] : [])], 60_000)).stdout);
   } catch (err) {
     live.delete(dataDir);
     rmSync(dataDir, { recursive: true, force: true });

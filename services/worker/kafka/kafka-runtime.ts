@@ -138,11 +138,14 @@ export class KafkaRuntime {
   readonly #restoreTried = new Set<string>();
   /** Ownership epoch per owned partition, once claimed (written into snapshot meta). */
   readonly #epochs = new Map<number, number>();
-  readonly #claims = new Map<number, Promise<void>>();
+  /** Bumped per partition on every gain and loss, so a late claim of an earlier ownership is ignored. */
+  readonly #claimRound = new Map<number, number>();
   readonly #waiters = new Map<string, Waiter>();
   readonly #outbox: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
   #flushing: Promise<void> | undefined;
   readonly #paused = new Set<number>();
+  /** Partitions paused because a session's restore found the snapshot store unreachable. */
+  readonly #storeWait = new Set<number>();
   #checkpointTimer: NodeJS.Timeout | undefined;
   /** Tokens per session since the last checkpoint began (for the token cadence). */
   readonly #tokensSince = new Map<string, number>();
@@ -277,7 +280,7 @@ export class KafkaRuntime {
     for (const p of gained) this.#evictPartitionSessions(p);
     for (const p of lost) {
       this.#epochs.delete(p);
-      this.#claims.delete(p);
+      this.#claimRound.set(p, (this.#claimRound.get(p) ?? 0) + 1);
     }
     // A pause is kept by the consumer across rebalances: a partition gained
     // (again) starts unpaused, and the pause set is rebuilt from the queues.
@@ -285,22 +288,22 @@ export class KafkaRuntime {
     for (const p of gained) this.#paused.delete(p);
     const claim = this.#events.claimPartition;
     if (claim)
-      for (const p of gained)
-        this.#claims.set(
-          p,
-          (async () => {
-            for (let attempt = 0; ; attempt++) {
-              try {
-                this.#epochs.set(p, await claim(p));
-                return;
-              } catch (err) {
-                this.#log.warn("partition claim failed; retrying", { partition: p, error: String(err) });
-                await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
-                if (!this.#assigned.has(p) || this.#stopping) return;
-              }
+      for (const p of gained) {
+        const round = (this.#claimRound.get(p) ?? 0) + 1;
+        this.#claimRound.set(p, round);
+        void (async () => {
+          for (let attempt = 0; this.#claimRound.get(p) === round && this.#assigned.has(p) && !this.#stopping; attempt++) {
+            try {
+              const epoch = await claim(p);
+              if (this.#claimRound.get(p) === round) this.#epochs.set(p, epoch);
+              return;
+            } catch (err) {
+              this.#log.warn("partition claim failed; retrying", { partition: p, error: String(err) });
+              await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
             }
-          })(),
-        );
+          }
+        })();
+      }
     this.#log.info("input partitions assigned", { partitions: [...next].sort((a, b) => a - b), lost });
     for (const p of lost) {
       this.#paused.delete(p);
@@ -320,38 +323,53 @@ export class KafkaRuntime {
     const sessions = [...this.#sessionPartition].filter(([, p]) => p === partition).map(([s]) => s);
     for (const s of sessions) {
       await this.#host.evict(s, evicted);
-      this.#sessionPartition.delete(s);
-      this.#skipUpTo.delete(s);
-      this.#restoreTried.delete(s);
+      this.#forgetSession(s);
     }
+    // Closes whose deletes are pending are replayed by the new owner.
+    for (const [s] of this.#offsets.get(partition)?.pendingCloses() ?? []) this.#snapshots.abandonDelete(s);
     this.#offsets.delete(partition);
+    this.#storeWait.delete(partition);
   }
 
   #evictPartitionSessions(partition: number): void {
     for (const id of this.#host.sessionIds()) {
       if (this.partitionOf(id) !== partition) continue;
       void this.#host.evict(id, evicted);
-      this.#sessionPartition.delete(id);
-      this.#skipUpTo.delete(id);
-      this.#restoreTried.delete(id);
+      this.#forgetSession(id);
     }
   }
 
-  /** Restores a session, retrying while the snapshot store is unreachable (the partition waits). */
-  async #restoreWithRetry(session: string, partition: number, heartbeat: () => Promise<void>) {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.#snapshots.restore(session);
-      } catch (err) {
-        if (!(err instanceof OwnerUnavailableError)) throw err;
-        if (this.#stopping || !this.#assigned.has(partition)) return "moved" as const;
+  /** Drops the per-session bookkeeping of a session closed or moved away. */
+  #forgetSession(session: string): void {
+    this.#sessionPartition.delete(session);
+    this.#skipUpTo.delete(session);
+    this.#restoreTried.delete(session);
+    this.#tokensSince.delete(session);
+  }
+
+  /**
+   * A cold session's restore found the snapshot store unreachable: only its
+   * partition waits. The partition is paused and rewound to the record, and
+   * resumed (the record read again) once the store answers; other partitions
+   * keep flowing.
+   */
+  #waitForStore(partition: number, session: string, offset: string): void {
+    const tp = { topic: this.options.inputTopic, partitions: [partition] };
+    this.#consumer.pause([tp]);
+    this.#consumer.seek({ topic: this.options.inputTopic, partition, offset });
+    if (this.#storeWait.has(partition)) return;
+    this.#storeWait.add(partition);
+    void (async () => {
+      for (let attempt = 0; this.#storeWait.has(partition) && !this.#stopping; attempt++) {
         await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
-        await heartbeat().catch(() => undefined);
+        if (await this.#snapshots.reachable(session)) break;
       }
-    }
+      if (!this.#storeWait.delete(partition) || this.#stopping || !this.#assigned.has(partition)) return;
+      if (!this.#paused.has(partition)) this.#consumer.resume([tp]);
+    })();
   }
 
-  async #onMessage({ partition, message, heartbeat }: EachMessagePayload): Promise<void> {
+  async #onMessage({ partition, message }: EachMessagePayload): Promise<void> {
     const offset = BigInt(message.offset);
     let offsets = this.#offsets.get(partition);
     if (!offsets) {
@@ -359,8 +377,6 @@ export class KafkaRuntime {
       this.#offsets.set(partition, offsets);
     }
     if (offsets.alreadyTaken(offset)) return;
-    // Snapshots of this partition carry the epoch claimed for it: wait for the claim.
-    await this.#claims.get(partition);
     offsets.started(offset);
     let op: SessionOp;
     let restoring: string | undefined;
@@ -379,9 +395,14 @@ export class KafkaRuntime {
       if (!this.#restoreTried.has(session) && !this.#host.has(session)) {
         this.#restoreTried.add(session);
         restoring = session;
-        const restored = await this.#restoreWithRetry(session, partition, heartbeat);
-        if (restored === "moved") {
+        let restored: Awaited<ReturnType<Snapshotter["restore"]>>;
+        try {
+          restored = await this.#snapshots.restore(session);
+        } catch (err) {
+          if (!(err instanceof OwnerUnavailableError)) throw err;
+          offsets.abandon(offset);
           this.#restoreTried.delete(session);
+          if (this.#assigned.has(partition) && !this.#stopping) this.#waitForStore(partition, session, message.offset);
           return;
         }
         if (restored && "rejected" in restored) {
@@ -442,8 +463,10 @@ export class KafkaRuntime {
         offsets.finished(offset, session);
         observer?.done();
         if (op.kind === "close") {
-          offsets.forget(session);
-          void this.#snapshots.forget(session);
+          // The snapshot is deleted at the next checkpoint (fenced, after earlier saves); until then the close is not committed past.
+          offsets.closed(session, offset);
+          this.#snapshots.closed(session);
+          this.#forgetSession(session);
         }
         this.#settleWaiter(session, op.requestId, undefined);
         this.#maybeResume();
@@ -509,7 +532,7 @@ export class KafkaRuntime {
 
   #maybeResume(): void {
     if (this.#paused.size === 0 || this.#host.queuedOps > this.options.pauseAboveQueuedOps / 2) return;
-    const partitions = [...this.#paused].filter((p) => this.#assigned.has(p));
+    const partitions = [...this.#paused].filter((p) => this.#assigned.has(p) && !this.#storeWait.has(p));
     this.#paused.clear();
     if (partitions.length > 0) this.#consumer.resume([{ topic: this.options.inputTopic, partitions }]);
   }
@@ -589,6 +612,14 @@ export class KafkaRuntime {
     const commits: Array<{ topic: string; partition: number; offset: string }> = [];
     for (const [partition, offsets] of this.#offsets) {
       if (!this.#assigned.has(partition)) continue;
+      // Snapshots of a partition carry the epoch claimed for it: none before the claim.
+      if (this.#events.claimPartition && !this.#epochs.has(partition)) continue;
+      const epoch = this.#epochs.get(partition);
+      const fence = { partition, ...(epoch !== undefined ? { epoch } : {}) };
+      for (const [s, closedAt] of offsets.pendingCloses()) {
+        if (!this.#assigned.has(partition) || this.#stopped) break;
+        if (await this.#snapshots.completeDelete(s, fence)) offsets.deleted(s, closedAt);
+      }
       for (const s of offsets.sessionsNeedingSnapshot()) {
         const last = offsets.lastApplied.get(s);
         if (last === undefined) continue;
@@ -600,8 +631,7 @@ export class KafkaRuntime {
         if (!this.#assigned.has(partition) || this.#stopped) break;
         const saved = await this.#snapshots.saveIdle(s, () => {
           const applied = this.#host.appliedOffset(s);
-          const epoch = this.#epochs.get(partition);
-          return { partition, ...(applied !== undefined ? { inputOffset: applied } : {}), ...(epoch !== undefined ? { epoch } : {}) };
+          return { ...fence, ...(applied !== undefined ? { inputOffset: applied } : {}) };
         });
         if (saved?.inputOffset !== undefined) offsets.snapshotted(s, BigInt(saved.inputOffset));
       }

@@ -12,6 +12,8 @@ export class PartitionOffsets {
   readonly #unsnapshotted = new Map<string, bigint>();
   /** Per session: last applied offset. */
   readonly lastApplied = new Map<string, bigint>();
+  /** Per closed session: offset of its close record, held until its snapshot delete is durable. */
+  readonly #closes = new Map<string, bigint>();
 
   /**
    * True for a record this worker already took during its current ownership of
@@ -55,6 +57,26 @@ export class PartitionOffsets {
     this.lastApplied.delete(session);
   }
 
+  /**
+   * The session was closed by the record at `offset`. Until deleted() the
+   * close is not committed past: a new owner that still finds the old
+   * snapshot (the delete failed) replays the close and deletes it.
+   */
+  closed(session: string, offset: bigint): void {
+    this.forget(session);
+    this.#closes.set(session, offset);
+  }
+
+  /** The snapshot of a session closed at `offset` is deleted. */
+  deleted(session: string, offset: bigint): void {
+    if (this.#closes.get(session) === offset) this.#closes.delete(session);
+  }
+
+  /** Closed sessions whose snapshot delete is not durable yet, with their close offsets. */
+  pendingCloses(): Array<[string, bigint]> {
+    return [...this.#closes];
+  }
+
   /** Every session held needs a new snapshot (the snapshot store lost data). */
   needAllSnapshots(): void {
     for (const [session, offset] of this.lastApplied) {
@@ -73,6 +95,7 @@ export class PartitionOffsets {
     let low = this.#next;
     for (const o of this.#inflight) if (o < low) low = o;
     for (const o of this.#unsnapshotted.values()) if (o < low) low = o;
+    for (const o of this.#closes.values()) if (o < low) low = o;
     return low;
   }
 

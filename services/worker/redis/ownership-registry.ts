@@ -3,9 +3,15 @@
  * rebalance, read by workers that receive a gRPC call for a session they do
  * not own. Kafka decides ownership; this only makes it findable.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
 import type { Redis } from "ioredis";
 
+import { packageRoot } from "../../package-root.js";
 import type { RedisKeys } from "./keys.js";
+
+const CLAIM_PARTITION = readFileSync(join(packageRoot(), "services", "worker", "redis", "lua", "claim-partition.lua"), "utf8");
 
 export class OwnershipRegistry {
   readonly #key: string;
@@ -26,9 +32,13 @@ export class OwnershipRegistry {
     await this.redis.hset(this.#key, ...fields);
   }
 
-  /** Claims a newly gained partition: its new ownership epoch (fences older owners' snapshot writes). */
+  /**
+   * Claims a newly gained partition: its new ownership epoch (fences older
+   * owners' snapshot writes). Above every earlier claim, also after Redis lost
+   * its data (lua/claim-partition.lua).
+   */
   async claim(partition: number): Promise<number> {
-    return this.redis.incr(this.keys.epoch(this.group, this.topic, partition));
+    return Number(await this.redis.eval(CLAIM_PARTITION, 1, this.keys.epoch(this.group, this.topic, partition)));
   }
 
   async ownerOf(partition: number): Promise<string | undefined> {

@@ -4,7 +4,8 @@
  * is written by lua/save-snapshot.lua, which refuses writers whose epoch is
  * older than the partition's (a stale owner after a rebalance); either way the
  * value is replaced by one command, so a reader never sees a torn snapshot.
- * Idle sessions' snapshots expire after `ttlSeconds`.
+ * A closed session's snapshot is deleted by lua/delete-snapshot.lua under the
+ * same fence. Idle sessions' snapshots expire after `ttlSeconds`.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ function loadScript(name: string): string {
 }
 
 const SAVE_SNAPSHOT = loadScript("save-snapshot.lua");
+const DELETE_SNAPSHOT = loadScript("delete-snapshot.lua");
 
 /** A snapshot write refused because a newer owner claimed the partition. */
 export class StaleOwnerError extends Error {
@@ -52,7 +54,13 @@ export class RedisSnapshotStore implements SnapshotStore {
     return raw ? decodeEnvelope(raw) : undefined;
   }
 
-  async delete(session: string): Promise<void> {
+  async delete(session: string, meta: SnapshotMeta = {}): Promise<void> {
+    if (this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined) {
+      const epochKey = this.keys.epoch(this.partitionKey.group, this.partitionKey.topic, meta.partition);
+      const deleted = await this.redis.eval(DELETE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, String(meta.epoch));
+      if (deleted !== 1) throw new StaleOwnerError(`delete of "${session}" refused: partition ${meta.partition} has a newer owner`);
+      return;
+    }
     await this.redis.del(this.keys.snapshot(session));
   }
 }
