@@ -201,12 +201,15 @@ export type OutputRecord =
 /** Decodes an output record value; undefined when it is not one of ours. */
 export function decodeOutputRecord(value: Buffer | null): OutputRecord | undefined {
   if (!value) return undefined;
-  let o: Json;
+  let parsed: unknown;
   try {
-    o = JSON.parse(value.toString("utf8")) as Json;
+    parsed = JSON.parse(value.toString("utf8"));
   } catch {
     return undefined;
   }
+  // JSON "null", a number or an array is not a record (found by the fuzz tests: "null" threw).
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined;
+  const o = parsed as Json;
   if (o.v !== RECORD_VERSION || typeof o.request_id !== "string" || typeof o.session !== "string" || typeof o.seq !== "number") return undefined;
   const base = { seq: o.seq, requestId: o.request_id, session: o.session };
   const ev = { session: o.session, requestId: o.request_id };
