@@ -11,6 +11,7 @@ import { ConfigError, serveUsage } from "../worker/config.js";
 import { BENCH_USAGE, runBench } from "./bench.js";
 import { BENCH_SERVICE_USAGE, runBenchService } from "./bench-service.js";
 import { CHAT_USAGE, FEED_USAGE, GENERATE_USAGE, runChat, runFeed, runGenerate } from "./client-commands.js";
+import { LOAD_USAGE, runLoad } from "./load.js";
 import { PLOT_USAGE, runPlot } from "./plot.js";
 import { runServe } from "./serve.js";
 import { runScore, SCORE_USAGE } from "./score.js";
@@ -26,6 +27,7 @@ commands:
   score     stream text or token ids through one session; mean NLL and perplexity
   bench     tokens/s and per-token latency per cache policy and cache size
   plot      SVG plots of score reports (NLL along the stream) or sink metrics
+  load      drive N sessions against a local worker for T minutes: throughput, p50/p99, memory, errors
 
 ${serveUsage()}
 
@@ -41,7 +43,9 @@ ${BENCH_USAGE}
 
 ${BENCH_SERVICE_USAGE}
 
-${PLOT_USAGE}`;
+${PLOT_USAGE}
+
+${LOAD_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -68,6 +72,9 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "plot":
         await runPlot(rest);
+        return 0;
+      case "load":
+        await runLoad(rest);
         return 0;
       case "help":
       case "--help":
