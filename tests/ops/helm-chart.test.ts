@@ -385,7 +385,7 @@ spec:
   });
 
   it("manifest-check and kubernetes-validate accept every scenario's rendering", () => {
-    for (const scenario of ["gpu-keda-sasl-values.yaml", "hpa-existing-secrets-values.yaml", "minimal-cpu-values.yaml"]) {
+    for (const scenario of ["gpu-keda-sasl-values.yaml", "hpa-existing-secrets-values.yaml", "minimal-cpu-values.yaml", "security-values.yaml"]) {
       const out = execFileSync(tools.HELM!, ["template", "rel", CHART, "--kube-version", KUBE_VERSION, "-f", join(CHART, "ci", scenario)], { encoding: "utf8" });
       const file = join(tmp, scenario);
       writeFileSync(file, out);
@@ -394,5 +394,70 @@ spec:
       expect(kv.stdout).not.toMatch(/ERROR/);
       expect(kv.status).toBe(0);
     }
+  });
+});
+
+describe("helm chart: security", () => {
+  const SECURED = join(CHART, "ci", "security-values.yaml");
+
+  it("mounts the TLS Secret as a directory (rotation reaches the worker) and points the worker at it; mutual TLS uses its ca.crt", () => {
+    const objs = render({}, [SECURED]);
+    const data = one(objs, "ConfigMap").data;
+    expect(data.STREAMSINK_GRPC_TLS_CERT).toBe("/etc/streamsink/tls/tls.crt");
+    expect(data.STREAMSINK_GRPC_TLS_KEY).toBe("/etc/streamsink/tls/tls.key");
+    expect(data.STREAMSINK_GRPC_TLS_CLIENT_CA).toBe("/etc/streamsink/tls/ca.crt");
+    expect(data.STREAMSINK_GRPC_TLS_REFRESH_MS).toBe("10000");
+    const w = container(objs, "worker")!;
+    const mount = (w.volumeMounts as K8sObject[]).find((m) => m.name === "grpc-tls")!;
+    expect(mount).toEqual({ name: "grpc-tls", mountPath: "/etc/streamsink/tls", readOnly: true });
+    const volume = (one(objs, "Deployment").spec.template.spec.volumes as K8sObject[]).find((v) => v.name === "grpc-tls")!;
+    expect(volume.secret.secretName).toBe("streamsink-grpc-tls");
+    // kubelet gRPC probes cannot speak TLS: the probes check the port instead.
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) expect(w[probe]).toMatchObject({ tcpSocket: { port: "grpc" } });
+    const plain = one(render({ ...CLUSTER, security: { grpcTls: { enabled: true, secretName: "t" } } }), "ConfigMap").data;
+    expect(plain.STREAMSINK_GRPC_TLS_CLIENT_CA).toBeUndefined();
+  });
+
+  it("keeps tokens, the JWT key and the peer secret in a Secret mounted read-only, never in the ConfigMap", () => {
+    const objs = render({}, [SECURED]);
+    const secret = objs.find((o) => o.kind === "Secret" && o.metadata.name === "rel-streamsink-auth")!;
+    const tenants = JSON.parse(Buffer.from(secret.data["tenants.json"], "base64").toString()) as { tokens: Array<{ tenant: string }>; tenants: Record<string, unknown> };
+    expect(tenants.tokens.map((t) => t.tenant)).toEqual(["acme", "beta"]);
+    expect(tenants.tenants.acme).toEqual({ maxSessions: 100, requestsPerSecond: 50 });
+    expect(Buffer.from(secret.data["peer-secret"], "base64").toString()).toBe("a-long-shared-peer-secret-value");
+    expect(Buffer.from(secret.data["jwt-public-key.pem"], "base64").toString()).toMatch(/BEGIN PUBLIC KEY/);
+    const config = JSON.stringify(one(objs, "ConfigMap"));
+    expect(config).not.toMatch(/peer-secret-value|5d41402abc4b2a76|BEGIN PUBLIC KEY/);
+    const data = one(objs, "ConfigMap").data;
+    expect(data.STREAMSINK_TENANTS_FILE).toBe("/etc/streamsink/auth/tenants.json");
+    expect(data.STREAMSINK_PEER_SECRET_FILE).toBe("/etc/streamsink/auth/peer-secret");
+    expect(data.STREAMSINK_JWT_PUBLIC_KEY_FILE).toBe("/etc/streamsink/auth/jwt-public-key.pem");
+    expect(data.STREAMSINK_JWT_ISSUER).toBe("https://issuer.example");
+    expect(data.STREAMSINK_TENANT_MAX_STREAMS).toBe("32");
+    const volume = (one(objs, "Deployment").spec.template.spec.volumes as K8sObject[]).find((v) => v.name === "auth")!;
+    expect(volume.secret).toEqual({ secretName: "rel-streamsink-auth", defaultMode: 0o440 });
+  });
+
+  it("uses an existing auth Secret without making its own", () => {
+    const objs = render({ ...CLUSTER, security: { auth: { enabled: true, existingSecret: "tenants" } } });
+    expect(objs.filter((o) => o.kind === "Secret")).toEqual([]);
+    const volume = (one(objs, "Deployment").spec.template.spec.volumes as K8sObject[]).find((v) => v.name === "auth")!;
+    expect(volume.secret.secretName).toBe("tenants");
+    expect(one(objs, "ConfigMap").data.STREAMSINK_PEER_SECRET_FILE).toBe("/etc/streamsink/auth/peer-secret");
+  });
+
+  it("renders nothing of security by default (embedded, plaintext, no tokens)", () => {
+    const objs = render();
+    expect(objs.filter((o) => o.kind === "Secret")).toEqual([]);
+    const data = one(objs, "ConfigMap").data;
+    expect(Object.keys(data).filter((k) => /TLS_CERT|TENANTS_FILE|JWT|PEER/.test(k))).toEqual([]);
+  });
+
+  it("refuses security settings that cannot work", () => {
+    expect(renderError({ security: { grpcTls: { enabled: true } } })).toMatch(/secretName/);
+    expect(renderError({ security: { auth: { enabled: true } } })).toMatch(/tokens/);
+    expect(renderError({ ...CLUSTER, security: { auth: { enabled: true, tenants: { tokens: [{ tenant: "a", sha256: "0".repeat(64) }] } } } })).toMatch(/peerSecret/);
+    expect(renderError({ security: { auth: { enabled: true, jwt: { enabled: true, issuer: "i", audience: "a" } } } })).toMatch(/publicKey/);
+    expect(renderError({ security: { auth: { tenants: { tokens: [{ tenant: "Not A Tenant", sha256: "0".repeat(64) }] } } } })).toMatch(/tenant/);
   });
 });

@@ -90,6 +90,11 @@ app.kubernetes.io/component: worker
 {{- default (include "streamsink.componentName" (list . "redis")) .Values.redis.auth.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the tenants file, JWT public key and peer secret (the chart's or existingSecret). */}}
+{{- define "streamsink.authSecretName" -}}
+{{- default (include "streamsink.componentName" (list . "auth")) .Values.security.auth.existingSecret -}}
+{{- end -}}
+
 {{/* Comma-separated bootstrap brokers. */}}
 {{- define "streamsink.kafkaBrokers" -}}
 {{- join "," .Values.kafka.brokers -}}
@@ -131,6 +136,22 @@ message naming the values to change.
 {{- if and $v.redis.auth.enabled (not $v.redis.auth.existingSecret) (not $v.redis.auth.password) -}}
 {{- fail "streamsink: redis.auth.enabled needs redis.auth.password or redis.auth.existingSecret" -}}
 {{- end -}}
+{{- $sec := $v.security -}}
+{{- if and $sec.grpcTls.enabled (not $sec.grpcTls.secretName) -}}
+{{- fail "streamsink: security.grpcTls.enabled needs security.grpcTls.secretName (a kubernetes.io/tls Secret)" -}}
+{{- end -}}
+{{- if and $sec.auth.enabled (not $sec.auth.existingSecret) (empty $sec.auth.tenants.tokens) (not $sec.auth.jwt.enabled) -}}
+{{- fail "streamsink: security.auth.enabled needs tokens in security.auth.tenants.tokens, security.auth.jwt.enabled, or security.auth.existingSecret" -}}
+{{- end -}}
+{{- if and $sec.auth.jwt.enabled (or (not $sec.auth.jwt.issuer) (not $sec.auth.jwt.audience)) -}}
+{{- fail "streamsink: security.auth.jwt.enabled needs security.auth.jwt.issuer and security.auth.jwt.audience" -}}
+{{- end -}}
+{{- if and $sec.auth.jwt.enabled (not $sec.auth.existingSecret) (not $sec.auth.jwt.publicKey) -}}
+{{- fail "streamsink: security.auth.jwt.enabled needs security.auth.jwt.publicKey (or security.auth.existingSecret)" -}}
+{{- end -}}
+{{- if and $sec.auth.enabled $v.kafka.brokers (not $sec.auth.existingSecret) (lt (len $sec.auth.peerSecret) 16) -}}
+{{- fail "streamsink: security.auth with Kafka needs security.auth.peerSecret (16+ characters) so forwarded calls prove their tenant, or security.auth.existingSecret" -}}
+{{- end -}}
 {{- if le (int $v.worker.terminationGracePeriodSeconds) (add (int $v.worker.preStopSleepSeconds) 10) -}}
 {{- fail "streamsink: worker.terminationGracePeriodSeconds must exceed worker.preStopSleepSeconds + 10, or the worker has no time to hand its sessions over" -}}
 {{- end -}}
@@ -149,5 +170,20 @@ message naming the values to change.
     secretKeyRef:
       name: {{ include "streamsink.kafkaSecretName" . }}
       key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+How the kubelet probes the worker: the gRPC health service in plaintext, or,
+with gRPC TLS (kubelet gRPC probes cannot speak TLS), that the port accepts
+connections; the worker binds it only once its model is loaded.
+*/}}
+{{- define "streamsink.grpcProbe" -}}
+{{- if .Values.security.grpcTls.enabled -}}
+tcpSocket:
+  port: grpc
+{{- else -}}
+grpc:
+  port: {{ .Values.worker.grpcPort }}
 {{- end -}}
 {{- end -}}
