@@ -110,3 +110,20 @@ export function plaintextWarnings(config: WorkerConfig): string[] {
 export function logPlaintextWarnings(config: WorkerConfig, log: Logger): void {
   for (const warning of plaintextWarnings(config)) log.warn(warning);
 }
+
+/** ioredis options for the ACL user and TLS files (the URL's own user, password and rediss:// still apply). */
+export function redisConnectionOptions(settings: SecuritySettings["redis"]): { username?: string; password?: string; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer } } {
+  const read = (path: string | undefined) => (path ? readFileSync(path) : undefined);
+  const tls =
+    settings.caFile || settings.certFile
+      ? {
+          ...(settings.caFile ? { ca: read(settings.caFile)! } : {}),
+          ...(settings.certFile ? { cert: read(settings.certFile)!, key: read(settings.keyFile)! } : {}),
+        }
+      : undefined;
+  return {
+    ...(settings.username ? { username: settings.username } : {}),
+    ...(settings.password ? { password: settings.password } : {}),
+    ...(tls ? { tls } : {}),
+  };
+}

@@ -58,6 +58,8 @@ export interface SecuritySettings {
   /** Whole-worker request rate and open streams (0 = none). */
   globalLimits: GlobalLimits;
   grpcTls: { certFile: string; keyFile: string; clientCaFile: string | undefined; caFile: string | undefined; refreshMs: number } | undefined;
+  /** Redis ACL user and TLS beyond what the URL says (rediss:// turns TLS on). */
+  redis: { username: string | undefined; password: string | undefined; caFile: string | undefined; certFile: string | undefined; keyFile: string | undefined };
 }
 
 export class ConfigError extends Error {
@@ -120,6 +122,10 @@ const SETTINGS = {
   grpcTlsKey: { flag: "grpc-tls-key", env: "STREAMSINK_GRPC_TLS_KEY", help: "PEM private key of --grpc-tls-cert" },
   grpcTlsClientCa: { flag: "grpc-tls-client-ca", env: "STREAMSINK_GRPC_TLS_CLIENT_CA", help: "CA for client certificates: require mutual TLS" },
   grpcTlsCa: { flag: "grpc-tls-ca", env: "STREAMSINK_GRPC_TLS_CA", help: "CA other workers' certificates are checked against when forwarding (default: --grpc-tls-client-ca)" },
+  redisUsername: { flag: "redis-username", env: "STREAMSINK_REDIS_USERNAME", help: "Redis ACL user (password from STREAMSINK_REDIS_PASSWORD)" },
+  redisTlsCa: { flag: "redis-tls-ca", env: "STREAMSINK_REDIS_TLS_CA", help: "CA of the Redis server certificate (rediss:// URLs)" },
+  redisTlsCert: { flag: "redis-tls-cert", env: "STREAMSINK_REDIS_TLS_CERT", help: "client certificate for Redis servers that require one" },
+  redisTlsKey: { flag: "redis-tls-key", env: "STREAMSINK_REDIS_TLS_KEY", help: "key of --redis-tls-cert" },
   grpcTlsRefresh: { flag: "grpc-tls-refresh-ms", env: "STREAMSINK_GRPC_TLS_REFRESH_MS", help: "how often certificate files are re-read", fallback: "10000" },
 } satisfies Record<string, Setting>;
 
@@ -240,7 +246,20 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
   const caFile = file(SETTINGS.grpcTlsCa) ?? clientCaFile;
   if (certFile === undefined && (clientCaFile !== undefined || raw(SETTINGS.grpcTlsCa) !== undefined))
     throw new ConfigError(`${name(SETTINGS.grpcTlsClientCa)} and ${name(SETTINGS.grpcTlsCa)} need ${name(SETTINGS.grpcTlsCert)}`);
+  const redisCertFile = file(SETTINGS.redisTlsCert);
+  const redisKeyFile = file(SETTINGS.redisTlsKey);
+  if ((redisCertFile === undefined) !== (redisKeyFile === undefined)) throw new ConfigError(`${name(SETTINGS.redisTlsCert)} and ${name(SETTINGS.redisTlsKey)} go together`);
+  const redisTlsCa = file(SETTINGS.redisTlsCa);
+  if ((redisTlsCa !== undefined || redisCertFile !== undefined) && !redisUrl?.startsWith("rediss://"))
+    throw new ConfigError(`Redis TLS settings need a rediss:// URL in ${name(SETTINGS.redisUrl)}`);
   const security: SecuritySettings = {
+    redis: {
+      username: raw(SETTINGS.redisUsername),
+      password: env.STREAMSINK_REDIS_PASSWORD !== undefined && env.STREAMSINK_REDIS_PASSWORD !== "" ? env.STREAMSINK_REDIS_PASSWORD : undefined,
+      caFile: redisTlsCa,
+      certFile: redisCertFile,
+      keyFile: redisKeyFile,
+    },
     tenantsFile,
     jwt,
     peerSecretFile,

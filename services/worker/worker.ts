@@ -12,7 +12,7 @@ import { GrpcServer } from "../grpc/grpc-server.js";
 import { LocalSessionGateway, type SessionGateway } from "../grpc/session-gateway.js";
 import { SecurityMetrics } from "../security/security-metrics.js";
 import { TenantGateway } from "../security/tenant-gateway.js";
-import { buildWorkerSecurity, logPlaintextWarnings } from "../security/worker-security.js";
+import { buildWorkerSecurity, logPlaintextWarnings, redisConnectionOptions } from "../security/worker-security.js";
 import { ClusterSessionGateway } from "./cluster-gateway.js";
 import type { WorkerConfig } from "./config.js";
 import { KafkaRuntime } from "./kafka/kafka-runtime.js";
@@ -100,14 +100,30 @@ export class Worker {
     let storeHealth: ((up: boolean) => void) | undefined;
     const keys = new RedisKeys(options.redisPrefix);
     if (config.redisUrl) {
-      redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: false, lazyConnect: true });
-      redis.on("error", (err: Error) => log.warn("redis error", { error: err.message }));
+      redis = new Redis(config.redisUrl, {
+        maxRetriesPerRequest: 2,
+        enableOfflineQueue: false,
+        lazyConnect: true,
+        ...redisConnectionOptions(config.security.redis),
+      });
+      let lastRedisError: Error | undefined;
+      redis.on("error", (err: Error) => {
+        lastRedisError = err;
+        log.warn("redis error", { error: err.message });
+      });
       // Snapshot store health: "streamsink.snapshots" in grpc.health.v1 goes
       // NOT_SERVING while Redis is unreachable (the worker keeps serving,
       // snapshots are retried and commits wait).
       redis.on("close", () => storeHealth?.(false));
       redis.on("ready", () => storeHealth?.(true));
-      await redis.connect();
+      try {
+        await redis.connect();
+      } catch (err) {
+        // Say why (a refused password, an untrusted certificate), not just "Connection is closed".
+        redis.disconnect();
+        await engine.close();
+        throw new Error(`cannot connect to Redis: ${(lastRedisError ?? (err as Error)).message}`, { cause: err });
+      }
       // After an outage the store may have lost snapshots: write all again.
       let readyBefore = false;
       redis.on("ready", () => {
