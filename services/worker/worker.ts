@@ -5,6 +5,8 @@
  * single self-contained worker: ops run directly, snapshots go to a local
  * directory and sessions survive a restart.
  */
+import { readFileSync } from "node:fs";
+
 import { Redis } from "ioredis";
 
 import { Engine } from "../engine/index.js";
@@ -185,7 +187,7 @@ export class Worker {
           deadLetterTopic: config.kafkaDeadLetterTopic,
           partitions: config.kafkaPartitions,
           maxMessageBytes: config.maxMessageBytes,
-          ssl: config.kafkaSsl,
+          ssl: config.kafkaSsl && config.security.kafkaTlsCa ? { ca: [readFileSync(config.security.kafkaTlsCa)] } : config.kafkaSsl,
           sasl: config.kafkaSasl,
           checkpointMs: interval,
           checkpointEveryTokens: config.snapshotEveryTokens,

@@ -41,8 +41,8 @@ export interface KafkaRuntimeOptions {
   /** Partitions of the input topic when this worker has to create it. */
   partitions: number;
   maxMessageBytes: number;
-  /** TLS to the brokers. */
-  ssl: boolean;
+  /** TLS to the brokers: true (system CAs) or TLS options (a CA, a client certificate). */
+  ssl: boolean | { ca?: Buffer[]; cert?: Buffer; key?: Buffer };
   /** SASL authentication, when configured. */
   sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | undefined;
   /** Snapshot + commit cadence. */
