@@ -7,7 +7,7 @@
  * to use instead of the process's.
  */
 import { randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { StringDecoder } from "node:string_decoder";
@@ -16,8 +16,9 @@ import { parseArgs } from "node:util";
 import { type Metadata, status as Status } from "@grpc/grpc-js";
 import { Kafka, logLevel, type Producer } from "kafkajs";
 
-import { StreamsinkClient, type GenerateParams } from "../grpc/grpc-client.js";
+import { type ConnectOptions, StreamsinkClient, type GenerateParams } from "../grpc/grpc-client.js";
 import { retryAfterMs } from "../grpc/grpc-status.js";
+import { clientCredentials } from "../security/tls.js";
 import { encodeInputRecord } from "../worker/kafka/record-codec.js";
 import type { SamplingParams, SessionOp } from "../worker/operations.js";
 import { ProgressBar } from "./progress.js";
@@ -28,7 +29,11 @@ export const GENERATE_USAGE = `usage: streamsink generate --server HOST:PORT --s
          [--seed S] [--stop STR]...
 
   Streams the generated text to stdout as it is decoded (greedy unless
-  --temperature > 0); the finish reason and token counts go to stderr.`;
+  --temperature > 0); the finish reason and token counts go to stderr.
+
+  Every client command (generate, chat, feed) takes --tls-ca FILE (TLS),
+  --tls-cert FILE --tls-key FILE (mutual TLS) and --token-file FILE; the
+  bearer token may also come from STREAMSINK_TOKEN.`;
 
 export const CHAT_USAGE = `usage: streamsink chat --server HOST:PORT --session ID [--max-new-tokens N]
          [--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop STR]...
@@ -56,6 +61,10 @@ const PROCESS_IO: CommandIo = { stdin: process.stdin, stdout: process.stdout, st
 const CONNECTION_OPTIONS = {
   server: { type: "string" },
   session: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "token-file": { type: "string" },
 } as const;
 
 const SAMPLING_OPTIONS = {
@@ -70,14 +79,38 @@ const SAMPLING_OPTIONS = {
 interface Connection {
   server: string;
   session: string;
+  /** TLS and bearer token for the channel. */
+  connect: ConnectOptions;
 }
 
-function parseConnection(values: { server?: string; session?: string }): Connection {
+interface ConnectionFlags {
+  server?: string;
+  session?: string;
+  "tls-ca"?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "token-file"?: string;
+}
+
+/** TLS from --tls-* files, the bearer token from --token-file or STREAMSINK_TOKEN (never a flag: it would show in `ps`). */
+function connectOptions(values: ConnectionFlags): ConnectOptions {
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("--tls-cert and --tls-key go together");
+  if (values["tls-cert"] !== undefined && values["tls-ca"] === undefined) throw new UsageError("--tls-cert needs --tls-ca");
+  const token = values["token-file"] !== undefined ? readFileSync(values["token-file"], "utf8").trim() : process.env.STREAMSINK_TOKEN || undefined;
+  return {
+    ...(token ? { bearerToken: token } : {}),
+    ...(values["tls-ca"] !== undefined
+      ? { credentials: clientCredentials({ caFile: values["tls-ca"], ...(values["tls-cert"] !== undefined ? { certFile: values["tls-cert"], keyFile: values["tls-key"]! } : {}) }) }
+      : {}),
+  };
+}
+
+function parseConnection(values: ConnectionFlags): Connection {
   if (!values.server) throw new UsageError("--server HOST:PORT is required");
   if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(values.server)) throw new UsageError(`--server must be HOST:PORT, got "${values.server}"`);
   if (!values.session) throw new UsageError("--session is required");
   if (values.session.length > 256) throw new UsageError("--session must be at most 256 characters");
-  return { server: values.server, session: values.session };
+  return { server: values.server, session: values.session, connect: connectOptions(values) };
 }
 
 function parseNumberFlag(name: string, value: string | undefined, valid: (n: number) => boolean, rule: string): number | undefined {
@@ -185,7 +218,7 @@ export async function runGenerate(argv: string[], io: CommandIo = PROCESS_IO): P
   });
   const connection = parseConnection(values);
   const flags = parseGenerationFlags(values);
-  const client = await StreamsinkClient.connect(connection.server);
+  const client = await StreamsinkClient.connect(connection.server, connection.connect);
   try {
     const result = await streamGeneration(
       client,
@@ -209,7 +242,7 @@ export async function runChat(argv: string[], io: CommandIo = PROCESS_IO): Promi
   const connection = parseConnection(values);
   const flags = parseGenerationFlags(values);
   const stop = flags.stop.length > 0 ? flags.stop : ["\n"];
-  const client = await StreamsinkClient.connect(connection.server);
+  const client = await StreamsinkClient.connect(connection.server, connection.connect);
   const lines = createInterface({ input: io.stdin, terminal: false });
   const prompt = (): void => {
     if (io.stdin.isTTY) io.stderr.write("> ");
@@ -364,7 +397,7 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
     },
   });
   // With --kafka-brokers the records go to the input topic and no server is contacted.
-  const connection = values["kafka-brokers"] ? parseConnection({ server: values.server ?? "kafka:0", session: values.session }) : parseConnection(values);
+  const connection = values["kafka-brokers"] ? parseConnection({ ...values, server: values.server ?? "kafka:0" }) : parseConnection(values);
   if (!values.text) throw new UsageError("--text FILE is required");
   const chunkBytes = parseIntFlag("chunk-bytes", values["chunk-bytes"], 16) ?? 16384;
   let totalBytes: number;
@@ -378,7 +411,7 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
   const sink: FeedSink =
     brokers.length > 0
       ? await KafkaFeedSink.connect(brokers, values["kafka-topic"] ?? "streamsink.input", connection.session)
-      : new GrpcFeedSink(await StreamsinkClient.connect(connection.server), connection.session);
+      : new GrpcFeedSink(await StreamsinkClient.connect(connection.server, connection.connect), connection.session);
   const progress = new ProgressBar("feed", totalBytes, io.stderr);
   const runId = randomUUID();
   let sentBytes = 0;

@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { Kafka, logLevel } from "kafkajs";
+import { Kafka, logLevel, type SASLOptions } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { StreamsinkClient } from "../../services/grpc/grpc-client.js";
@@ -81,7 +81,7 @@ describe("Kafka over SASL_SSL", () => {
       clientId: "sasl-probe",
       brokers: [`127.0.0.1:${saslPort}`],
       ssl: { ca: [readFileSync(options.ca)] },
-      sasl: options.sasl,
+      sasl: options.sasl as SASLOptions,
       logLevel: logLevel.NOTHING,
       retry: { retries: 0 },
       connectionTimeout: 5000,

@@ -6,14 +6,15 @@
  * without a restart. Which certificate the server presents is read from a
  * raw TLS handshake (its serial number).
  */
-import { copyFileSync, renameSync } from "node:fs";
+import { copyFileSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { PassThrough, Readable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
-import { readFileSync } from "node:fs";
 
 import { credentials } from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
 
+import { runFeed, runGenerate } from "../../services/cli/client-commands.js";
 import { StreamsinkClient } from "../../services/grpc/grpc-client.js";
 import { clientCredentials } from "../../services/security/tls.js";
 import { plaintextWarnings } from "../../services/security/worker-security.js";
@@ -21,6 +22,7 @@ import { loadWorkerConfig } from "../../services/worker/config.js";
 import { createLogger } from "../../services/worker/logger.js";
 import { Worker } from "../../services/worker/worker.js";
 import { modelDir } from "../helpers/fixtures.js";
+import { securityDir, TOKENS } from "./security-helpers.js";
 import { issue, makeCa } from "./test-ca.js";
 
 const quiet = createLogger("error");
@@ -109,6 +111,42 @@ describe("gRPC TLS", () => {
     expect(await reachable(address, clientCredentials({ caFile: ca.caCert, certFile: client.cert, keyFile: client.key }))).toBe(true);
     expect(await reachable(address, clientCredentials({ caFile: ca.caCert }))).toBe(false);
     expect(await reachable(address, clientCredentials({ caFile: ca.caCert, certFile: stranger.cert, keyFile: stranger.key }))).toBe(false);
+  });
+
+  it("lets the CLI client commands in with TLS, a client certificate and a token file", async () => {
+    const server = issue(ca, "server-cli");
+    const client = issue(ca, "client-cli");
+    const sec = securityDir();
+    const worker = await Worker.start(
+      loadWorkerConfig(
+        [...baseArgs(ca.dir), "--grpc-tls-cert", server.cert, "--grpc-tls-key", server.key, "--grpc-tls-client-ca", ca.caCert, "--tenants-file", sec.tenantsFile],
+        {},
+      ),
+      { log: quiet },
+    );
+    workers.push(worker);
+    const tokenFile = join(sec.dir, "token");
+    writeFileSync(tokenFile, `${TOKENS.acme}\n`);
+    const textFile = join(sec.dir, "text.txt");
+    writeFileSync(textFile, "A stream that does not end keeps its sinks. ".repeat(4));
+    const tls = ["--tls-ca", ca.caCert, "--tls-cert", client.cert, "--tls-key", client.key];
+    const io = () => {
+      const out: string[] = [];
+      const stdout = new PassThrough();
+      stdout.on("data", (d: Buffer) => out.push(d.toString()));
+      return { io: { stdin: Readable.from([""]), stdout, stderr: new PassThrough() as unknown as NodeJS.WriteStream }, out };
+    };
+    await runFeed(["--server", worker.advertiseAddress, "--session", "cli", "--text", textFile, ...tls, "--token-file", tokenFile], io().io);
+    const gen = io();
+    await runGenerate(["--server", worker.advertiseAddress, "--session", "cli", "--max-new-tokens", "3", ...tls, "--token-file", tokenFile], gen.io);
+    const reader = await StreamsinkClient.connect(worker.advertiseAddress, {
+      credentials: clientCredentials({ caFile: ca.caCert, certFile: client.cert, keyFile: client.key }),
+      bearerToken: TOKENS.acme,
+    });
+    expect((await reader.getSession("cli")).tokensSeen).toBeGreaterThan(3);
+    reader.close();
+    // Without the token the same command is refused.
+    await expect(runGenerate(["--server", worker.advertiseAddress, "--session", "cli", ...tls], io().io)).rejects.toMatchObject({ code: 16 });
   });
 
   it("warns about a cluster configured without TLS, and not about the embedded default", () => {
