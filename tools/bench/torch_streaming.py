@@ -438,6 +438,23 @@ def bench_batch(model, batch, args, device, clock):
     return result
 
 
+def bench_recompute(model, window, args, device, clock):
+    """The sliding-window-with-recomputation baseline: one forward over the
+    last `window` tokens (no cache, last logits only) per generated token."""
+    ids = torch.randint(0, model.config.vocab_size, (1, window), device=device)
+    with torch.no_grad():
+        for _ in range(2):
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        reps = max(3, args.steps // 4)
+        start = clock.mark()
+        for _ in range(reps):
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        end = clock.mark()
+    ms = clock.elapsed_ms(start, end) / reps
+    print(f"recompute W={window}: {ms:.2f} ms per token", flush=True)
+    return {"window": window, "ms_per_token": ms}
+
+
 def run_bench(args):
     shape = "tiny" if args.tiny else args.shape
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
@@ -458,6 +475,8 @@ def run_bench(args):
           f"{time.perf_counter() - start:.1f} s", flush=True)
 
     results = [bench_batch(model, b, args, device, clock) for b in batches]
+    recompute = [bench_recompute(model, w, args, device, clock) for w in
+                 ([int(x) for x in args.recompute.split(",")] if args.recompute else [])]
     report = {
         "gpu": gpu,
         "torch": torch.__version__,
@@ -472,6 +491,7 @@ def run_bench(args):
                    "timed_steps": args.steps, "regime": "cache full, every step evicts",
                    "timer": "CUDA events" if clock.cuda else "wall clock"},
         "results": results,
+        "recompute": recompute,
     }
     if args.out:
         with open(args.out, "w") as f:
@@ -499,6 +519,7 @@ def main():
     p.add_argument("--device", help="default: cuda if available (cpu with --tiny)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--out", help="JSON report path")
+    p.add_argument("--recompute", default="", help="also time the recompute baseline at these windows, e.g. 256,1024")
     p.add_argument("--check", action="store_true",
                    help="verify the cache against a from-scratch recompute (CPU, fp32) and exit")
     args = p.parse_args()

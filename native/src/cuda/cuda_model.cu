@@ -296,14 +296,18 @@ class CudaModel final : public GpuBackend {
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
-    if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
+    if (rows <= 8 && in % (16 / int64_t(sizeof(T))) == 0) {
       const int blocks = int((out + 7) / 8);
       const T* wp = w.get<T>();
       switch (rows) {
         case 1: gpu::gemv_rows<T, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
         case 2: gpu::gemv_rows<T, 2><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
         case 3: gpu::gemv_rows<T, 3><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        default: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 4: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 5: gpu::gemv_rows<T, 5><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 6: gpu::gemv_rows<T, 6><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 7: gpu::gemv_rows<T, 7><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        default: gpu::gemv_rows<T, 8><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
       }
     }
     const float one = 1.0f, zero = 0.0f;

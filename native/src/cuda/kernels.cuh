@@ -403,10 +403,13 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
   float acc[R];
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
   int v = lane;
-  for (; v + 96 < nv; v += 128) {
-    uint4 wv[4];
-    for (int u = 0; u < 4; ++u) wv[u] = __ldcs(w + v + 32 * u);
-    for (int u = 0; u < 4; ++u) {
+  // Eight 16-byte weight loads in flight per lane before any is used.
+  for (; v + 224 < nv; v += 256) {
+    uint4 wv[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) wv[u] = __ldcs(w + v + 32 * u);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
       float wf[N];
       Vec16<T>::load(wv[u], wf);
       for (int r = 0; r < R; ++r) {
@@ -511,45 +514,61 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
   // Ring index of the oldest window entry (saturated contexts).
   const int64_t ring0 = saturated ? (row.t - s.window + 1 - s.sinks) % s.window : 0;
 
-  for (int64_t i = begin + warp; i < end; i += NW) {
-    int64_t u, slot;
-    if (!saturated || i < s.sinks) {
-      u = i;
-      slot = i;
-    } else {
-      int64_t idx = ring0 + (i - s.sinks);
-      if (idx >= s.window) idx -= s.window;
-      u = row.t - s.window + 1 + (i - s.sinks);
-      slot = s.sinks + idx;
-    }
-    float k[4], v[4];
-    if (u >= s.first_token) {
-      const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
-      const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
-      k[0] = a.x; k[1] = a.y; k[2] = a.z; k[3] = a.w;
-      v[0] = b.x; v[1] = b.y; v[2] = b.z; v[3] = b.w;
-    } else {
-      Vec4<T>::load(*reinterpret_cast<const V4*>(kc + slot * slot_stride), k);
-      Vec4<T>::load(*reinterpret_cast<const V4*>(vc + slot * slot_stride), v);
-    }
-    if (rope) {
-      const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
-      const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
-      const float c[4] = {cv.x, cv.y, cv.z, cv.w}, sn[4] = {sv.x, sv.y, sv.z, sv.w};
-      for (int e = 0; e < 4; ++e) {
-        const float o = __shfl_xor_sync(0xffffffffu, k[e], 16);
-        k[e] = lo ? k[e] * c[e] - o * sn[e] : k[e] * c[e] + o * sn[e];
+  // Each warp takes groups of kBatch consecutive entries and issues all their
+  // loads before using any, so several K/V rows are in flight per warp.
+  constexpr int kBatch = 4;
+  for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += int64_t(NW) * kBatch) {
+    float k[kBatch][4], v[kBatch][4], c[kBatch][4], sn[kBatch][4];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = i0 + j;
+      if (i >= end) continue;
+      int64_t u, slot;
+      if (!saturated || i < s.sinks) {
+        u = i;
+        slot = i;
+      } else {
+        int64_t idx = ring0 + (i - s.sinks);
+        if (idx >= s.window) idx -= s.window;
+        u = row.t - s.window + 1 + (i - s.sinks);
+        slot = s.sinks + idx;
+      }
+      if (u >= s.first_token) {
+        const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+        const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
+        k[j][0] = a.x; k[j][1] = a.y; k[j][2] = a.z; k[j][3] = a.w;
+        v[j][0] = b.x; v[j][1] = b.y; v[j][2] = b.z; v[j][3] = b.w;
+      } else {
+        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
+        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
+      }
+      if (rope) {
+        const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+        const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+        c[j][0] = cv.x; c[j][1] = cv.y; c[j][2] = cv.z; c[j][3] = cv.w;
+        sn[j][0] = sv.x; sn[j][1] = sv.y; sn[j][2] = sv.z; sn[j][3] = sv.w;
       }
     }
-    for (int g = 0; g < G; ++g) {
-      float sc = q[g][0] * k[0] + q[g][1] * k[1] + q[g][2] * k[2] + q[g][3] * k[3];
-      for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
-      if (p.alibi) sc -= float(q_pos - i) * p.alibi[kvh * G + g];
-      const float m_new = fmaxf(m[g], sc);
-      const float alpha = __expf(m[g] - m_new), pr = __expf(sc - m_new);
-      l[g] = l[g] * alpha + pr;
-      for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pr, v[e], acc[g][e] * alpha);
-      m[g] = m_new;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = i0 + j;
+      if (i >= end) continue;
+      if (rope) {
+        for (int e = 0; e < 4; ++e) {
+          const float o = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
+          k[j][e] = lo ? k[j][e] * c[j][e] - o * sn[j][e] : k[j][e] * c[j][e] + o * sn[j][e];
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        float sc = q[g][0] * k[j][0] + q[g][1] * k[j][1] + q[g][2] * k[j][2] + q[g][3] * k[j][3];
+        for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+        if (p.alibi) sc -= float(q_pos - i) * p.alibi[kvh * G + g];
+        const float m_new = fmaxf(m[g], sc);
+        const float alpha = __expf(m[g] - m_new), pr = __expf(sc - m_new);
+        l[g] = l[g] * alpha + pr;
+        for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pr, v[j][e], acc[g][e] * alpha);
+        m[g] = m_new;
+      }
     }
   }
   // Merge the warps' (m, l, acc) and write the split's partial.
