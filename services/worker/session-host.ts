@@ -123,6 +123,8 @@ export class SessionHost {
   #stepListener: ((batchSessions: number, tokens: number, ms: number) => void) | undefined;
 
   readonly #hooks: HostHooks;
+  /** Per session: callbacks waiting for its next op boundary (atBoundary). */
+  readonly #boundary = new Map<string, Array<() => void>>();
   #tenants: TenantPolicy | undefined;
 
   constructor(engine: Engine, defaults: Required<SessionConfig>, limits: Partial<HostLimits> = {}, hooks: HostHooks = {}) {
@@ -344,12 +346,40 @@ export class SessionHost {
     return !h || h.queue.length === 0;
   }
 
+  /**
+   * Calls `fn` synchronously at the session's next op boundary: now when it
+   * is idle, else right after its running op's effects are complete and
+   * before its next op takes a step. An export started in `fn` therefore
+   * sees exactly the state the applied offset describes, even for a session
+   * that is never idle. A session closed or evicted first calls `fn` with
+   * the session gone (engineSession() is undefined). True when `fn` ran now.
+   */
+  atBoundary(id: string, fn: () => void): boolean {
+    const h = this.#sessions.get(id);
+    if (!h || h.queue.length === 0) {
+      fn();
+      return true;
+    }
+    const waiting = this.#boundary.get(id);
+    if (waiting) waiting.push(fn);
+    else this.#boundary.set(id, [fn]);
+    return false;
+  }
+
+  #reachedBoundary(id: string): void {
+    const waiting = this.#boundary.get(id);
+    if (!waiting) return;
+    this.#boundary.delete(id);
+    for (const fn of waiting) fn();
+  }
+
   /** Drops a session without running its queue (ownership moved away); its ops fail. */
   async evict(id: string, reason: Error): Promise<void> {
     const h = this.#sessions.get(id);
     if (!h) return;
     this.#sessions.delete(id);
     for (const job of h.queue.splice(0)) job.reject(reason);
+    this.#reachedBoundary(id);
     await h.session.close();
   }
 
@@ -531,6 +561,7 @@ export class SessionHost {
     });
     this.#hooks.changed?.(hosted.id);
     job.resolve();
+    this.#reachedBoundary(hosted.id);
   }
 
   /**
@@ -584,12 +615,14 @@ export class SessionHost {
     });
     if (g.generated.length > 0 || job.promptTokens > 0) this.#hooks.changed?.(hosted.id);
     job.resolve();
+    this.#reachedBoundary(hosted.id);
   }
 
   #fail(hosted: Hosted, job: Job, err: unknown): void {
     const i = hosted.queue.indexOf(job);
     if (i >= 0) hosted.queue.splice(i, 1);
     job.reject(err);
+    this.#reachedBoundary(hosted.id);
   }
 
   async #close(hosted: Hosted, job: Job): Promise<void> {
@@ -597,6 +630,7 @@ export class SessionHost {
     // Ops queued behind a close fail: the session is gone.
     for (const rest of hosted.queue.splice(0)) rest.reject(new InvalidRequestError(`session "${hosted.id}" was closed`));
     this.#sessions.delete(hosted.id);
+    this.#reachedBoundary(hosted.id);
     await hosted.session.close();
     this.#hooks.closed?.(hosted.id);
     job.emit({ kind: "closed", session: hosted.id, requestId: job.op.requestId, existed: true });

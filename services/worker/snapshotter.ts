@@ -84,7 +84,9 @@ export class Snapshotter {
 
   /** Deletes a closed session's snapshot (queued behind saves under way); true once durable or superseded. */
   completeDelete(session: string, fence?: SnapshotMeta): Promise<boolean> {
-    if (fence && this.#deleting.has(session)) this.#deleting.set(session, fence);
+    // Updated in place: a save that began after the close recognises the entry (#savedOver).
+    const entry = this.#deleting.get(session);
+    if (fence && entry) Object.assign(entry, fence);
     const done = this.#flushing.then(() => this.#deleteNow(session));
     this.#flushing = done.then(() => undefined);
     return done;
@@ -200,31 +202,45 @@ export class Snapshotter {
   }
 
   /**
-   * Exports and saves one session now if it is at an op boundary (idle);
-   * resolves to the meta saved once the snapshot is durable.
+   * Exports one session at its next op boundary (now when it is idle) and
+   * saves it, after every store write queued before. `metaNow` is read at
+   * that boundary, together with the export, so the meta describes exactly
+   * the state exported; undefined from it skips the save. `done` resolves to
+   * the meta saved once the snapshot is durable; `now` says whether the
+   * boundary was immediate.
    */
-  async saveIdle(id: string, metaNow: () => SnapshotMeta): Promise<SnapshotMeta | undefined> {
+  saveAtBoundary(id: string, metaNow: () => SnapshotMeta | undefined): { now: boolean; done: Promise<SnapshotMeta | undefined> } {
     const host = this.#host;
-    const session = host?.engineSession(id);
-    if (!host || !session || session.closed || !host.isIdle(id)) return undefined;
-    try {
+    if (!host) return { now: true, done: Promise.resolve(undefined) };
+    let resolve!: (m: Promise<SnapshotMeta | undefined> | undefined) => void;
+    const done = new Promise<SnapshotMeta | undefined>((r) => (resolve = r));
+    const now = host.atBoundary(id, () => {
+      const session = host.engineSession(id);
+      const meta = session && !session.closed ? metaNow() : undefined;
+      if (!session || !meta) return resolve(undefined);
       const t0 = performance.now();
-      // Read together with the idle check and the export call (no await in
-      // between), so the meta describes exactly the state exported.
-      const meta = metaNow();
       const closedBefore = this.#deleting.get(id);
-      const bytes = await session.export();
-      await this.#store.save(id, bytes, meta);
-      this.#savedOver(id, closedBefore);
-      this.stats.saved++;
-      this.stats.savedBytes += bytes.length;
-      this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
-      return meta;
-    } catch (err) {
-      this.stats.failed++;
-      this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
-      return undefined;
-    }
+      const exported = session.export();
+      exported.catch(() => undefined);
+      const write = this.#flushing
+        .then(async () => {
+          const bytes = await exported;
+          await this.#store.save(id, bytes, meta);
+          this.#savedOver(id, closedBefore);
+          this.stats.saved++;
+          this.stats.savedBytes += bytes.length;
+          this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
+          return meta;
+        })
+        .catch((err: unknown) => {
+          this.stats.failed++;
+          this.#log.warn("snapshot failed; will retry", { session: id, error: String(err) });
+          return undefined;
+        });
+      this.#flushing = write.then(() => undefined);
+      resolve(write);
+    });
+    return { now, done };
   }
 
   /**

@@ -142,4 +142,25 @@ describe("SessionHost", () => {
     await host.execute({ kind: "append", session: "c1", requestId: "w", input: { tokens: ids.slice(0, 3) } }, () => undefined);
     expect((await host.info("c1"))!.tokensSeen).toBe(3);
   });
+
+  it("atBoundary exports a busy session exactly between two of its ops", async () => {
+    await host.execute({ kind: "append", session: "boundary", requestId: "b0", input: { tokens: ids.slice(0, 10) } }, () => undefined);
+    const first = host.execute({ kind: "append", session: "boundary", requestId: "b1", input: { tokens: ids.slice(10, 40) } }, () => undefined);
+    const second = host.execute({ kind: "append", session: "boundary", requestId: "b2", input: { tokens: ids.slice(40, 90) } }, () => undefined);
+    // Both are queued within microtasks; an engine step completes only on a later turn of the event loop.
+    for (let i = 0; i < 100 && host.queuedOps < 2; i++) await Promise.resolve();
+    expect(host.queuedOps).toBe(2);
+    let exported: Promise<Buffer> | undefined;
+    // Not idle (two ops queued): the callback waits for the first op's end.
+    const now = host.atBoundary("boundary", () => (exported = host.engineSession("boundary")!.export()));
+    expect(now).toBe(false);
+    expect(exported).toBeUndefined();
+    await Promise.all([first, second]);
+    const restored = await engine.importSession(await exported!);
+    expect((await restored.info()).tokensSeen).toBe(40);
+    await restored.close();
+    expect((await host.info("boundary"))!.tokensSeen).toBe(90);
+    // Idle: at once.
+    expect(host.atBoundary("boundary", () => undefined)).toBe(true);
+  });
 });

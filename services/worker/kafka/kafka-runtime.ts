@@ -66,6 +66,9 @@ interface Waiter {
   nextSeq: number;
 }
 
+/** Snapshots waiting for a session's op boundary or being written, at most (bounds exported bytes held). */
+const MAX_SAVES_IN_FLIGHT = 16;
+
 /** The rejection of ops dropped because their partition moved to another worker. */
 const evicted = new OwnerUnavailableError("the session moved to another worker");
 
@@ -149,6 +152,8 @@ export class KafkaRuntime {
   #checkpointTimer: NodeJS.Timeout | undefined;
   /** Tokens per session since the last checkpoint began (for the token cadence). */
   readonly #tokensSince = new Map<string, number>();
+  /** Sessions with a snapshot waiting for its op boundary or being written. */
+  readonly #saving = new Set<string>();
   #checkpointing: Promise<void> = Promise.resolve();
   #stopping = false;
   #stopped = false;
@@ -607,7 +612,13 @@ export class KafkaRuntime {
     return this.#checkpointing;
   }
 
-  async #checkpointNow(): Promise<void> {
+  /**
+   * Snapshots are taken at each session's next op boundary, so a session that
+   * is never idle is still snapshotted; at most MAX_SAVES_IN_FLIGHT wait at
+   * once. Commits cover what is durable now; saves that wait for a boundary
+   * are picked up by a later checkpoint (`waitForSaves` waits for them).
+   */
+  async #checkpointNow(waitForSaves = false): Promise<void> {
     this.#tokensSince.clear();
     const commits: Array<{ topic: string; partition: number; offset: string }> = [];
     for (const [partition, offsets] of this.#offsets) {
@@ -620,21 +631,29 @@ export class KafkaRuntime {
         if (!this.#assigned.has(partition) || this.#stopped) break;
         if (await this.#snapshots.completeDelete(s, fence)) offsets.deleted(s, closedAt);
       }
+      const started: Array<Promise<void>> = [];
       for (const s of offsets.sessionsNeedingSnapshot()) {
-        const last = offsets.lastApplied.get(s);
-        if (last === undefined) continue;
+        if (this.#saving.size >= MAX_SAVES_IN_FLIGHT) break;
+        if (this.#saving.has(s) || offsets.lastApplied.get(s) === undefined) continue;
         if (!this.#host.has(s)) {
           offsets.forget(s);
           continue;
         }
-        // Never write for a partition that moved away while this checkpoint ran.
+        // Never write for a partition that moved away (checked again at the boundary).
         if (!this.#assigned.has(partition) || this.#stopped) break;
-        const saved = await this.#snapshots.saveIdle(s, () => {
+        this.#saving.add(s);
+        const save = this.#snapshots.saveAtBoundary(s, () => {
+          if (!this.#assigned.has(partition) || this.#stopped || this.#offsets.get(partition) !== offsets) return undefined;
           const applied = this.#host.appliedOffset(s);
           return { ...fence, ...(applied !== undefined ? { inputOffset: applied } : {}) };
         });
-        if (saved?.inputOffset !== undefined) offsets.snapshotted(s, BigInt(saved.inputOffset));
+        const recorded = save.done.then((saved) => {
+          if (saved?.inputOffset !== undefined && this.#offsets.get(partition) === offsets) offsets.snapshotted(s, BigInt(saved.inputOffset));
+          this.#saving.delete(s);
+        });
+        if (save.now || waitForSaves) started.push(recorded);
       }
+      await Promise.all(started);
       if (!this.#assigned.has(partition)) continue;
       const c = offsets.committable();
       if (c !== undefined) commits.push({ topic: this.options.inputTopic, partition, offset: c.toString() });
@@ -650,7 +669,7 @@ export class KafkaRuntime {
     this.#consumer.pause([{ topic: this.options.inputTopic }]);
     await this.#host.idle();
     await this.#checkpointing;
-    await this.#checkpointNow().catch((err: unknown) => this.#log.warn("final checkpoint failed", { error: String(err) }));
+    await this.#checkpointNow(true).catch((err: unknown) => this.#log.warn("final checkpoint failed", { error: String(err) }));
     this.#stopped = true;
     while (this.#flushing) await this.#flushing;
     await this.#consumer.disconnect();
