@@ -431,24 +431,32 @@ double time_recompute(GpuBackend& g, const ModelConfig& c, int64_t window, int r
 int cmd_bench(std::vector<std::string> args) {
   const std::string out_path = flag(args, "--out", "");
   const bool quick = has_flag(args, "--quick");
+  const std::string sections = flag(args, "--sections", "decode,position,recompute");
+  const std::string shapes = flag(args, "--shapes", "llama2-7b,mistral-7b");
+  const bool max_batch = !has_flag(args, "--no-max-batch");
+  const bool graphs = !has_flag(args, "--no-graphs");
+  auto want = [](const std::string& list, const std::string& item) { return ("," + list + ",").find("," + item + ",") != std::string::npos; };
   const int steps = quick ? 8 : 32;
   std::ostringstream js;
   js << "{\n";
   GpuOptions opts;
   opts.dtype = GpuDtype::BF16;
+  opts.graphs = graphs;
   const double bw = copy_bandwidth();
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  js << "  \"gpu\": \"" << prop.name << "\",\n  \"dtype\": \"bf16\",\n  \"copy_bandwidth_bytes_per_s\": " << bw << ",\n";
+  js << "  \"gpu\": \"" << prop.name << "\",\n  \"dtype\": \"bf16\",\n  \"cuda_graphs\": " << (graphs ? "true" : "false")
+     << ",\n  \"copy_bandwidth_bytes_per_s\": " << bw << ",\n";
   std::fprintf(stderr, "%s: device-to-device copy %.0f GB/s\n", prop.name, bw / 1e9);
   const int64_t S = 4, W = 2044;
   js << "  \"decode\": [\n";
   bool first = true;
   for (std::string shape : {"llama2-7b", "mistral-7b"}) {
+    if (!want(sections, "decode") || !want(shapes, shape)) continue;
     ModelConfig c = shape_config(shape);
     auto g = create_random_gpu_backend(c, opts, 1);
     std::vector<int64_t> batches = {1, 8, 32};
-    if (shape == "mistral-7b") {
+    if (shape == "mistral-7b" && max_batch) {
       size_t free = 0, total = 0;
       cudaMemGetInfo(&free, &total);
       const double per_session = double(g->slot_bytes()) * double(S + W);
@@ -473,7 +481,7 @@ int cmd_bench(std::vector<std::string> args) {
   // Llama-2-7B shape, batch 1: position flatness and sinks vs recompute.
   ModelConfig c = shape_config("llama2-7b");
   auto g = create_random_gpu_backend(c, opts, 2);
-  {
+  if (want(sections, "position")) {
     Sessions s = make_sessions(*g, c, 1, S, W);
     size_t mem0 = device_used();
     double at4k = 0, at1m = 0;
@@ -492,6 +500,7 @@ int cmd_bench(std::vector<std::string> args) {
   js << "  \"sinks_vs_recompute\": [\n";
   first = true;
   for (int64_t cache : {256, 512, 1024, 2048, 4096}) {
+    if (!want(sections, "recompute")) break;
     Sessions s = make_sessions(*g, c, 1, S, cache - S);
     double sinks_ms = time_decode(*g, s, c.vocab_size, steps);
     double rec_ms = time_recompute(*g, c, cache, quick ? 3 : 8);

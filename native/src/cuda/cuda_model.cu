@@ -296,18 +296,14 @@ class CudaModel final : public GpuBackend {
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
-    if (rows <= 8 && in % (16 / int64_t(sizeof(T))) == 0) {
+    if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
       const int blocks = int((out + 7) / 8);
       const T* wp = w.get<T>();
       switch (rows) {
         case 1: gpu::gemv_rows<T, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
         case 2: gpu::gemv_rows<T, 2><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
         case 3: gpu::gemv_rows<T, 3><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 4: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 5: gpu::gemv_rows<T, 5><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 6: gpu::gemv_rows<T, 6><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 7: gpu::gemv_rows<T, 7><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        default: gpu::gemv_rows<T, 8><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        default: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
       }
     }
     const float one = 1.0f, zero = 0.0f;
@@ -570,9 +566,11 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // captured once into a CUDA graph per step shape and replayed).
   auto enqueue = [&]() {
   gpu::embed_rows<T><<<int(rows), 256, 0, stream_>>>(d_tokens, embed_.get<T>(), int(H), x);
+  const bool rms = c.norm == NormKind::RMSNorm;
+  norm(x, nullptr, rows, layers_[0].norm1_w, layers_[0].norm1_b, h);
   for (int l = 0; l < c.layers; ++l) {
     GpuLayer& w = layers_[size_t(l)];
-    norm(x, nullptr, rows, w.norm1_w, w.norm1_b, h);
+    // h holds norm1(x) here (the previous layer's tail computed it).
     gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
     if (w.bqkv.bytes() || c.clip_qkv > 0)
       gpu::bias_clip<<<grid_for(rows * qkv_dim), 256, 0, stream_>>>(qkv, rows * qkv_dim, int(qkv_dim), opt(w.bqkv), c.clip_qkv);
@@ -581,8 +579,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     if (fast_attn) launch_decode128(attn_grid, ap, G);
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
     gpu::attn_combine<T><<<dim3(unsigned(c.heads), unsigned(rows)), 128, 0, stream_>>>(
-        d_rows, ap.partial, c.heads, c.head_dim, int(splits), int(chunk), attn_.get<T>());
-    gpu::kv_store<T><<<int(rows), 256, 0, stream_>>>(d_seqs, d_rows, qkv, l, c.heads, c.kv_heads, c.head_dim, int(qkv_dim));
+        d_seqs, d_rows, qkv, l, c.kv_heads, int(qkv_dim), ap.partial, c.heads, c.head_dim, int(splits), int(chunk),
+        attn_.get<T>());
     gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
 
     const T* mlp_in = h;
@@ -592,8 +590,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         mlp_in = h2_.get<T>();
       }
     } else {
-      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr);
-      norm(x, nullptr, rows, w.norm2_w, w.norm2_b, h);
+      gpu::residual_norm<T><<<int(rows), 256, 0, stream_>>>(x, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr,
+                                                           w.norm2_w.get<float>(), opt(w.norm2_b), c.norm_eps, rms, h);
     }
     gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
     if (c.activation == Activation::SwiGLU)
@@ -601,10 +599,18 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     else
       gpu::gelu_rows<T><<<grid_for(rows * I), 256, 0, stream_>>>(up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
     gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
-    if (c.parallel_residual)
-      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), a_.get<float>(), opt(w.bo), m_.get<float>(), opt(w.b_down));
-    else
-      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), m_.get<float>(), opt(w.b_down), nullptr, nullptr);
+    // Residual, fused with the next layer's input norm.
+    const float* ra = c.parallel_residual ? a_.get<float>() : m_.get<float>();
+    const float* rba = c.parallel_residual ? opt(w.bo) : opt(w.b_down);
+    const float* rm = c.parallel_residual ? m_.get<float>() : nullptr;
+    const float* rbm = c.parallel_residual ? opt(w.b_down) : nullptr;
+    if (l + 1 < c.layers) {
+      const GpuLayer& nx = layers_[size_t(l + 1)];
+      gpu::residual_norm<T><<<int(rows), 256, 0, stream_>>>(x, int(H), ra, rba, rm, rbm, nx.norm1_w.get<float>(),
+                                                           opt(nx.norm1_b), c.norm_eps, rms, h);
+    } else {
+      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), ra, rba, rm, rbm);
+    }
   }
 
   // Final norm and LM head for the rows whose logits are wanted.

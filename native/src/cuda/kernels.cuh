@@ -214,11 +214,32 @@ __global__ void __launch_bounds__(kThreads) attn_split(AttnParams p) {
   }
 }
 
+// Stores one KV head of a row's fresh K (pre-RoPE) and V into its cache slot;
+// within a chunk longer than the window only the last writer of a ring slot.
+template <typename T>
+__device__ void store_kv_head(const SeqDesc* seqs, const RowDesc& row, const float* qkv_row, int layer, int heads,
+                              int kv_heads, int head_dim, int kvh) {
+  const SeqDesc& s = seqs[row.seq];
+  if (!s.store) return;
+  const int64_t end = s.first_token + s.count;
+  if (s.bounded && row.t >= s.sinks && row.t + s.window < end) return;
+  const int64_t slot = slot_of(s, row.t);
+  const int64_t off = (int64_t(layer) * s.slots + slot) * kv_heads * head_dim + int64_t(kvh) * head_dim;
+  const float* k = qkv_row + int64_t(heads + kvh) * head_dim;
+  const float* v = qkv_row + int64_t(heads + kv_heads + kvh) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    static_cast<T*>(s.k)[off + d] = from_f<T>(k[d]);
+    static_cast<T*>(s.v)[off + d] = from_f<T>(v[d]);
+  }
+}
+
 // Merges the splits of each (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
 template <typename T>
-__global__ void attn_combine(const RowDesc* rows, const float* partial, int heads, int head_dim, int splits, int chunk,
-                             T* out) {
+__global__ void attn_combine(const SeqDesc* seqs, const RowDesc* rows, const float* qkv, int layer, int kv_heads,
+                             int qkv_dim, const float* partial, int heads, int head_dim, int splits, int chunk, T* out) {
   const int h = blockIdx.x, r = blockIdx.y;
+  // The first kv_heads blocks of a row also store its K/V (kv_store's job).
+  if (h < kv_heads) store_kv_head<T>(seqs, rows[r], qkv + int64_t(r) * qkv_dim, layer, heads, kv_heads, head_dim, h);
   const int n = rows[r].n;
   if (n == 0) return;
   const int used = (n + chunk - 1) / chunk;
@@ -281,6 +302,41 @@ __global__ void norm_rows(const float* x, const int64_t* row_index, int dim, con
     for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
     mean = block_sum(s, red) / float(dim);
   }
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float d = xr[i] - mean;
+    ss += d * d;
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
+  T* yr = y + int64_t(blockIdx.x) * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
+    if (b) v += b[i];
+    yr[i] = from_f<T>(v);
+  }
+}
+
+// x += a (+ba) (+m (+bm)), then y = norm(x): the residual of one sub-layer and
+// the input norm of the next in one pass (one block per row).
+template <typename T>
+__global__ void residual_norm(float* x, int dim, const float* a, const float* ba, const float* m, const float* bm,
+                              const float* w, const float* b, float eps, bool rms, T* y) {
+  __shared__ float red[32];
+  float* xr = x + int64_t(blockIdx.x) * dim;
+  const float* ar = a + int64_t(blockIdx.x) * dim;
+  const float* mr = m ? m + int64_t(blockIdx.x) * dim : nullptr;
+  float s = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = xr[i] + ar[i];
+    if (ba) v += ba[i];
+    if (mr) {
+      v += mr[i];
+      if (bm) v += bm[i];
+    }
+    xr[i] = v;
+    s += v;
+  }
+  const float mean = rms ? 0.f : block_sum(s, red) / float(dim);
   float ss = 0.f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     const float d = xr[i] - mean;
@@ -505,6 +561,15 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
     l[g] = 0.f;
     for (int e = 0; e < 4; ++e) acc[g][e] = 0.f;
   }
+  // cos/sin of one position step, to advance a batch's rotation from its
+  // first entry by complex multiplication instead of a table read per entry.
+  float c1[4] = {1.f, 1.f, 1.f, 1.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
+  if (rope) {
+    const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + 64 + fi);
+    const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + 64 + fi);
+    c1[0] = cv.x; c1[1] = cv.y; c1[2] = cv.z; c1[3] = cv.w;
+    s1[0] = sv.x; s1[1] = sv.y; s1[2] = sv.z; s1[3] = sv.w;
+  }
   const int64_t slot_stride = int64_t(p.kv_heads) * HD;
   const int64_t layer_off = int64_t(p.layer) * s.slots * slot_stride + int64_t(kvh) * HD + d0;
   const T* kc = static_cast<const T*>(s.k) + layer_off;
@@ -543,10 +608,17 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
         Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
       }
       if (rope) {
-        const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
-        const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
-        c[j][0] = cv.x; c[j][1] = cv.y; c[j][2] = cv.z; c[j][3] = cv.w;
-        sn[j][0] = sv.x; sn[j][1] = sv.y; sn[j][2] = sv.z; sn[j][3] = sv.w;
+        if (j == 0) {
+          const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+          const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+          c[0][0] = cv.x; c[0][1] = cv.y; c[0][2] = cv.z; c[0][3] = cv.w;
+          sn[0][0] = sv.x; sn[0][1] = sv.y; sn[0][2] = sv.z; sn[0][3] = sv.w;
+        } else {
+          for (int e = 0; e < 4; ++e) {
+            c[j][e] = c[j - 1][e] * c1[e] - sn[j - 1][e] * s1[e];
+            sn[j][e] = sn[j - 1][e] * c1[e] + c[j - 1][e] * s1[e];
+          }
+        }
       }
     }
 #pragma unroll
