@@ -10,7 +10,7 @@
  * minutes, so it cannot be pointed at someone else's service by mistake.
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -24,7 +24,7 @@ import type { SessionOp } from "../worker/operations.js";
 import { UsageError } from "./usage-error.js";
 
 export const LOAD_USAGE = `usage: streamsink load --server 127.0.0.1:PORT [--sessions 32] [--minutes 1] [--append-words 24] [--generate 8]
-         [--metrics-url http://127.0.0.1:9464/metrics] [--token T] [--tls-ca F [--tls-cert F --tls-key F]]
+         [--metrics-url http://127.0.0.1:9464/metrics | --worker-pid PID] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
          [--kafka-brokers 127.0.0.1:P --kafka-sessions M --kafka-input-topic T --kafka-output-topic T] [--out FILE]
   loopback only; at most 2000 sessions and 120 minutes`;
 
@@ -166,6 +166,16 @@ async function kafkaSession(driver: KafkaDriver, id: string, index: number, unti
   }
 }
 
+/** VmRSS of a local process, from /proc (Linux). */
+async function processResidentBytes(pid: number): Promise<number | undefined> {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function residentBytes(metricsUrl: string): Promise<number | undefined> {
   try {
     const body = await (await fetch(metricsUrl)).text();
@@ -206,8 +216,9 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
       "append-words": { type: "string", default: "24" },
       generate: { type: "string", default: "8" },
       "metrics-url": { type: "string" },
+      "worker-pid": { type: "string" },
       "sample-seconds": { type: "string", default: "5" },
-      token: { type: "string" },
+      "token-file": { type: "string" },
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
@@ -235,9 +246,12 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
   for (const b of brokers) loopback(b, "--kafka-brokers");
   if (kafkaSessions > 0 && brokers.length === 0) throw new UsageError("--kafka-sessions needs --kafka-brokers");
   if (values["metrics-url"]) loopback(new URL(values["metrics-url"]).host, "--metrics-url");
+  const workerPid = values["worker-pid"] !== undefined ? Math.floor(number("worker-pid", 1, 1 << 30)) : undefined;
 
+  // The token from a file or STREAMSINK_TOKEN, never a flag (it would show in `ps`).
+  const token = values["token-file"] !== undefined ? (await readFile(values["token-file"], "utf8")).trim() : process.env.STREAMSINK_TOKEN || undefined;
   const connect: ConnectOptions = {
-    ...(values.token ? { bearerToken: values.token } : {}),
+    ...(token ? { bearerToken: token } : {}),
     ...(values["tls-ca"]
       ? { credentials: clientCredentials({ caFile: values["tls-ca"], ...(values["tls-cert"] ? { certFile: values["tls-cert"], keyFile: values["tls-key"]! } : {}) }) }
       : {}),
@@ -252,10 +266,15 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
   const rss: Array<{ t_s: number; rss_mb: number }> = [];
   const started = Date.now();
   const until = started + minutes * 60_000;
+  // One scrape at a time, stamped when it was asked for: a busy worker may answer late.
+  let sampling = false;
   const sample = async () => {
-    if (!values["metrics-url"]) return;
-    const bytes = await residentBytes(values["metrics-url"]);
-    if (bytes !== undefined) rss.push({ t_s: Math.round((Date.now() - started) / 100) / 10, rss_mb: Math.round(bytes / 1e5) / 10 });
+    if ((!values["metrics-url"] && workerPid === undefined) || sampling) return;
+    sampling = true;
+    const t = Date.now();
+    const bytes = workerPid !== undefined ? await processResidentBytes(workerPid) : await residentBytes(values["metrics-url"]!);
+    sampling = false;
+    if (bytes !== undefined) rss.push({ t_s: Math.round((t - started) / 100) / 10, rss_mb: Math.round(bytes / 1e5) / 10 });
   };
   await sample();
   const sampler = setInterval(() => void sample(), sampleSeconds * 1000);
@@ -275,8 +294,9 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
     clearInterval(sampler);
     clearInterval(progress);
   }
-  await sample();
   const seconds = (Date.now() - started) / 1000;
+  while (sampling) await new Promise((r) => setTimeout(r, 50));
+  await sample();
   for (const c of channels) c.close();
   await driver?.stop();
 

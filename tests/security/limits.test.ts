@@ -132,7 +132,7 @@ describe("limits on an embedded worker", () => {
     expect((await events.next()).done).toBe(true);
     // The server releases the slot when the call ends; the client may see the end first.
     let code: number | undefined;
-    for (let attempt = 0; attempt < 100; attempt++) {
+    for (let attempt = 0; attempt < 500; attempt++) {
       try {
         for await (const e of acme.generate({ sessionId: "a1", maxNewTokens: 1 })) void e;
         code = Status.OK;

@@ -4,7 +4,7 @@
  * metrics endpoint and reports no errors; it refuses non-loopback targets.
  * Nothing here asserts on speed.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -21,6 +21,11 @@ import { securityDir, TOKENS } from "./security-helpers.js";
 describe("streamsink load", () => {
   let worker: Worker;
   const sec = securityDir();
+  const tokenFile = (token: string) => {
+    const file = join(sec.dir, `token-${token.length}-${token.slice(0, 4)}`);
+    writeFileSync(file, token);
+    return file;
+  };
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), "load-"));
     const args = ["--model", modelDir("llama-gqa"), "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--snapshot-dir", dir, "--sinks", "4", "--window", "28", "--tenants-file", sec.tenantsFile];
@@ -35,7 +40,7 @@ describe("streamsink load", () => {
   it("drives sessions for the time given and reports throughput, latency, memory and no errors", async () => {
     const lines: string[] = [];
     const report = (await runLoad(
-      ["--server", worker.advertiseAddress, "--sessions", "3", "--minutes", "0.05", "--generate", "4", "--append-words", "8", "--token", TOKENS.acme,
+      ["--server", worker.advertiseAddress, "--sessions", "3", "--minutes", "0.05", "--generate", "4", "--append-words", "8", "--token-file", tokenFile(TOKENS.acme),
         "--metrics-url", `http://127.0.0.1:${worker.metricsPort}/metrics`, "--sample-seconds", "0.5"],
       (l) => lines.push(l),
     )) as { grpc: { requests: number; errors: Record<string, number>; tokens_generated: number; tokens_appended: number; generate_ms_p99: number }; rss: { samples: unknown[] } };
@@ -49,10 +54,13 @@ describe("streamsink load", () => {
   });
 
   it("counts refused calls as errors by status (a bad token: UNAUTHENTICATED)", async () => {
-    const report = (await runLoad(["--server", worker.advertiseAddress, "--sessions", "1", "--minutes", "0.05", "--token", "wrong-token-0123456789"], () => undefined)) as {
+    const report = (await runLoad(["--server", worker.advertiseAddress, "--sessions", "1", "--minutes", "0.05", "--token-file", tokenFile("wrong-token-0123456789"), "--worker-pid", String(process.pid)], () => undefined)) as {
       grpc: { errors: Record<string, number> };
+      rss: { first_mb: number };
     };
     expect(report.grpc.errors.UNAUTHENTICATED).toBeGreaterThan(0);
+    // --worker-pid reads the resident memory of that process from /proc (here the worker runs in this process).
+    expect(report.rss.first_mb).toBeGreaterThan(10);
   });
 
   it("refuses non-loopback targets and unbounded runs", async () => {
