@@ -297,13 +297,23 @@ class CudaModel final : public GpuBackend {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
     if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
-      const int blocks = int((out + 7) / 8);
       const T* wp = w.get<T>();
+      // Few outputs (o_proj, down_proj): 4 warps per output fill the GPU.
+      if (out * 32 < int64_t(sm_count_) * 2048) {
+        const int blocks = int((out + 1) / 2);
+        switch (rows) {
+          case 1: gpu::gemv_rows<T, 1, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+          case 2: gpu::gemv_rows<T, 2, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+          case 3: gpu::gemv_rows<T, 3, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+          default: gpu::gemv_rows<T, 4, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        }
+      }
+      const int blocks = int((out + 7) / 8);
       switch (rows) {
-        case 1: gpu::gemv_rows<T, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 2: gpu::gemv_rows<T, 2><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 3: gpu::gemv_rows<T, 3><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        default: gpu::gemv_rows<T, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 1: gpu::gemv_rows<T, 1, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 2: gpu::gemv_rows<T, 2, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 3: gpu::gemv_rows<T, 3, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        default: gpu::gemv_rows<T, 4, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
       }
     }
     const float one = 1.0f, zero = 0.0f;
@@ -495,7 +505,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         out_rows.push_back(row - 1);
     }
   }
-  ensure_rope(max_pos);
+  ensure_rope(std::max<int64_t>(max_pos, 2));  // position 1 is the decode kernel's step rotation
 
   const size_t sd_bytes = sd.size() * sizeof(gpu::SeqDesc), rd_bytes = rd.size() * sizeof(gpu::RowDesc);
   const size_t tok_bytes = tokens.size() * sizeof(int32_t), out_bytes = out_rows.size() * sizeof(int64_t);
@@ -517,9 +527,12 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Attention split: enough blocks to fill the GPU even for one session.
   const int G = c.heads / c.kv_heads;
   const bool fast_attn = hd == 128 && (!rope_ || c.rotary_dim == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
-  const int64_t base_blocks = rows * c.kv_heads, want_blocks = (fast_attn ? 16 : 4) * int64_t(sm_count_);
+  // Fast kernel: at least 128 entries per block (32 per warp), so the
+  // prologue and the partial write stay small against the streaming.
+  const int64_t base_blocks = rows * c.kv_heads, want_blocks = 4 * int64_t(sm_count_);
+  const int64_t min_chunk = fast_attn ? 128 : gpu::kTile;
   int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
-  splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + gpu::kTile - 1) / gpu::kTile));
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + min_chunk - 1) / min_chunk));
   max_n = std::max<int64_t>(max_n, 1);
   int64_t chunk = (max_n + splits - 1) / splits;
   chunk = (chunk + gpu::kTile - 1) / gpu::kTile * gpu::kTile;

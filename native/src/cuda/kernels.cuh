@@ -448,46 +448,59 @@ template <> struct Vec16<__half> {
 // Y (R, out) = X (R, in) W^T for a few rows R: a weight-streaming GEMV, one
 // warp per output, 16-byte loads of W that bypass L1 (each weight is read
 // once per step), X re-read from L1/L2. in % (16 / sizeof(T)) == 0.
-template <typename T, int R>
+template <typename T, int R, int KS>
 __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const T* __restrict__ X, int in, int out,
                                                  float* __restrict__ Y) {
-  constexpr int N = Vec16<T>::N;
-  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (warp >= out) return;
-  const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(warp) * in);
+  // KS warps share one output (each a contiguous part of the row), so a
+  // matrix with few rows still puts enough loads in flight on every SM.
+  constexpr int N = Vec16<T>::N, WARPS = 8, OUTS = WARPS / KS;
+  const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int o = blockIdx.x * OUTS + wb / KS, part = wb % KS;
+  const bool live = o < out;
   const int nv = in / N;
+  const int v_begin = int(int64_t(nv) * part / KS), v_end = int(int64_t(nv) * (part + 1) / KS);
+  const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(live ? o : 0) * in);
   float acc[R];
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
-  int v = lane;
-  // Eight 16-byte weight loads in flight per lane before any is used.
-  for (; v + 224 < nv; v += 256) {
-    uint4 wv[8];
+  int v = v_begin + lane;
+  if (live) {
+    // Eight 16-byte weight loads in flight per lane before any is used.
+    for (; v + 224 < v_end; v += 256) {
+      uint4 wv[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) wv[u] = __ldcs(w + v + 32 * u);
+      for (int u = 0; u < 8; ++u) wv[u] = __ldcs(w + v + 32 * u);
 #pragma unroll
-    for (int u = 0; u < 8; ++u) {
+      for (int u = 0; u < 8; ++u) {
+        float wf[N];
+        Vec16<T>::load(wv[u], wf);
+        for (int r = 0; r < R; ++r) {
+          float xf[N];
+          Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v + 32 * u), xf);
+          for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
+        }
+      }
+    }
+    for (; v < v_end; v += 32) {
       float wf[N];
-      Vec16<T>::load(wv[u], wf);
+      Vec16<T>::load(__ldcs(w + v), wf);
       for (int r = 0; r < R; ++r) {
         float xf[N];
-        Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v + 32 * u), xf);
+        Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v), xf);
         for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
       }
     }
   }
-  for (; v < nv; v += 32) {
-    float wf[N];
-    Vec16<T>::load(__ldcs(w + v), wf);
-    for (int r = 0; r < R; ++r) {
-      float xf[N];
-      Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v), xf);
-      for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
-    }
-  }
+  __shared__ float part_sum[WARPS][R];
   for (int r = 0; r < R; ++r) {
     float a = acc[r];
-    for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-    if (lane == 0) Y[int64_t(r) * out + warp] = a;
+    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+    if (lane == 0) part_sum[wb][r] = a;
+  }
+  if (KS > 1) __syncthreads();
+  if (live && part == 0 && lane < R) {
+    float a = 0.f;
+    for (int k = 0; k < KS; ++k) a += part_sum[wb + k][lane];
+    Y[int64_t(lane) * out + o] = a;
   }
 }
 
