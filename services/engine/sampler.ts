@@ -49,6 +49,16 @@ export class Sampler {
     this.#random = mulberry32(this.#options.seed);
   }
 
+  /**
+   * Moves on as if `n` tokens had been sampled (each sample draws one random
+   * number; greedy draws none): a generation resumed after `n` recorded
+   * tokens continues exactly as it would have.
+   */
+  skip(n: number): void {
+    if (this.#options.temperature === 0) return;
+    for (let i = 0; i < n; i++) this.#random();
+  }
+
   /** Picks a token id from `logprobs` (natural-log probabilities over the vocabulary). */
   sample(logprobs: Float32Array): number {
     const { temperature, topK, topP } = this.#options;

@@ -54,6 +54,12 @@ export interface GenerateOp extends OpBase {
   maxNewTokens: number;
   /** Text sequences that end the generation (not included in the output text). */
   stop?: string[];
+  /**
+   * Replay after a failover: the tokens this generation already produced, as
+   * recorded on the output topic by the earlier owner. They are appended as
+   * they are, never sampled again; sampling goes on after them.
+   */
+  recorded?: number[];
 }
 
 export interface CloseOp extends OpBase {

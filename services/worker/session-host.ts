@@ -91,6 +91,8 @@ interface Job {
     maxStop: number;
     maxNew: number;
     stopHit: boolean;
+    /** Tokens recorded by an earlier owner, re-applied before sampling resumes (GenerateOp.recorded). */
+    recorded: number[];
   };
 }
 
@@ -422,7 +424,9 @@ export class SessionHost {
     } catch (err) {
       throw new InvalidRequestError((err as Error).message, { cause: err });
     }
-    return { sampler, generated: [], text: "", prefixOffset: 0, readOffset: 0, stop, maxStop: Math.max(0, ...stop.map((x) => x.length)), maxNew, stopHit: false };
+    const recorded = (op.recorded ?? []).slice(0, maxNew);
+    sampler.skip(recorded.length);
+    return { sampler, generated: [], text: "", prefixOffset: 0, readOffset: 0, stop, maxStop: Math.max(0, ...stop.map((x) => x.length)), maxNew, stopHit: false, recorded };
   }
 
   #kick(): void {
@@ -489,7 +493,8 @@ export class SessionHost {
           this.#fail(hosted, job, new InvalidRequestError("generate needs context: the session is empty and no prompt was given"));
           continue;
         }
-        const token = g.sampler.sample(next);
+        // A replayed generation re-applies what it produced before the failover; it samples only past that.
+        const token = g.generated.length < g.recorded.length ? g.recorded[g.generated.length]! : g.sampler.sample(next);
         g.generated.push(token);
         const piece = this.#nextPiece(g);
         g.text += piece;

@@ -80,6 +80,12 @@ export class Snapshotter {
   closed(session: string, fence: SnapshotMeta = {}): void {
     this.#dirty.delete(session);
     this.#deleting.set(session, fence);
+    this.#store.forgetWriter?.(session);
+  }
+
+  /** The session moved to another worker: the store forgets what it last wrote of it. */
+  released(session: string): void {
+    this.#store.forgetWriter?.(session);
   }
 
   /** Deletes a closed session's snapshot (queued behind saves under way); true once durable or superseded. */
@@ -188,11 +194,11 @@ export class Snapshotter {
         const meta = this.#metaFor(id);
         const closedBefore = this.#deleting.get(id);
         const bytes = await session.export();
-        await this.#store.save(id, bytes, meta);
+        const written = (await this.#store.save(id, bytes, meta)) ?? bytes.length;
         this.#savedOver(id, closedBefore);
         this.stats.saved++;
-        this.stats.savedBytes += bytes.length;
-        this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
+        this.stats.savedBytes += written;
+        this.#observer?.snapshotSaved(written, (performance.now() - t0) / 1000);
       } catch (err) {
         this.stats.failed++;
         this.#dirty.add(id);
@@ -207,9 +213,15 @@ export class Snapshotter {
    * that boundary, together with the export, so the meta describes exactly
    * the state exported; undefined from it skips the save. `done` resolves to
    * the meta saved once the snapshot is durable; `now` says whether the
-   * boundary was immediate.
+   * boundary was immediate. `before`, called at the boundary too, gives what
+   * must be durable before the snapshot is written (the outputs of the ops
+   * it covers: a new owner skips those ops).
    */
-  saveAtBoundary(id: string, metaNow: () => SnapshotMeta | undefined): { now: boolean; done: Promise<SnapshotMeta | undefined> } {
+  saveAtBoundary(
+    id: string,
+    metaNow: () => SnapshotMeta | undefined,
+    before?: () => Promise<unknown>,
+  ): { now: boolean; done: Promise<SnapshotMeta | undefined> } {
     const host = this.#host;
     if (!host) return { now: true, done: Promise.resolve(undefined) };
     let resolve!: (m: Promise<SnapshotMeta | undefined> | undefined) => void;
@@ -222,14 +234,17 @@ export class Snapshotter {
       const closedBefore = this.#deleting.get(id);
       const exported = session.export();
       exported.catch(() => undefined);
+      const prerequisite = before?.();
+      prerequisite?.catch(() => undefined);
       const write = this.#flushing
         .then(async () => {
+          await prerequisite;
           const bytes = await exported;
-          await this.#store.save(id, bytes, meta);
+          const written = (await this.#store.save(id, bytes, meta)) ?? bytes.length;
           this.#savedOver(id, closedBefore);
           this.stats.saved++;
-          this.stats.savedBytes += bytes.length;
-          this.#observer?.snapshotSaved(bytes.length, (performance.now() - t0) / 1000);
+          this.stats.savedBytes += written;
+          this.#observer?.snapshotSaved(written, (performance.now() - t0) / 1000);
           return meta;
         })
         .catch((err: unknown) => {

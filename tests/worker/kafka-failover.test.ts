@@ -4,7 +4,9 @@
  *   records of sessions on other partitions keep being applied;
  * - a session closed while its snapshot cannot be deleted is never brought
  *   back from that snapshot: re-opened it starts empty, and once Redis is
- *   back the delete is done (fenced) before the close is committed past.
+ *   back the delete is done (fenced) before the close is committed past;
+ * - a generate replayed after a failover re-applies the tokens the output
+ *   topic recorded for it, never samples them again, and finishes from there.
  */
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -16,12 +18,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { loadWorkerConfig } from "../../services/worker/config.js";
 import { partitionOf } from "../../services/worker/kafka/partitioner.js";
-import { encodeInputRecord } from "../../services/worker/kafka/record-codec.js";
+import { encodeInputRecord, encodeOutputRecord } from "../../services/worker/kafka/record-codec.js";
 import { createLogger } from "../../services/worker/logger.js";
 import { RedisKeys } from "../../services/worker/redis/keys.js";
-import { decodeEnvelope } from "../../services/worker/snapshot-store.js";
+import { RedisSnapshotStore } from "../../services/worker/redis/redis-snapshot-store.js";
 import { Worker } from "../../services/worker/worker.js";
-import { modelDir, ROOT } from "../helpers/fixtures.js";
+import { argmax } from "../../services/engine/index.js";
+import { loadGolden, modelDir, ROOT } from "../helpers/fixtures.js";
 import { type KafkaHandle, type RedisHandle, startKafka, startRedis } from "../helpers/infra.js";
 
 const PARTITIONS = 4;
@@ -30,7 +33,11 @@ interface Out {
   type: string;
   session: string;
   request_id: string;
+  seq: number;
   tokens_seen?: number;
+  index?: number;
+  token?: number;
+  generated_tokens?: number;
 }
 
 async function until(what: string, check: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
@@ -121,9 +128,9 @@ describe("kafka worker while Redis is down", () => {
     expect(out("k1")).toMatchObject({ type: "appended", tokens_seen: 2 });
     // The re-opened session's snapshot replaced the closed one's.
     await until("re-opened session snapshotted", async () => {
-      const raw = await client.getBuffer(keys.snapshot(closing));
-      if (raw === null) return false;
-      const session = await worker.engine.importSession(decodeEnvelope(raw).bytes);
+      const stored = await new RedisSnapshotStore(client, keys).load(closing);
+      if (!stored) return false;
+      const session = await worker.engine.importSession(stored.bytes);
       const n = (await session.info()).tokensSeen;
       await session.close();
       return n === 1;
@@ -143,5 +150,77 @@ describe("kafka worker while Redis is down", () => {
     await redis.restart();
     client = new Redis(redis.url);
     await until("fenced delete after the outage", async () => (await client.exists(keys.snapshot(s))) === 0);
+  });
+
+  it("re-applies the generated tokens recorded on the output topic when it replays a generate", async () => {
+    const t = `${topic}r`;
+    const session = "replayed";
+    const admin = new Kafka({ clientId: "kf-test", brokers: [kafka.brokers], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [`${t}.in`, `${t}.out`].map((name) => ({ topic: name, numPartitions: PARTITIONS })), waitForLeaders: true });
+    await admin.disconnect();
+    const prompt = loadGolden("llama-gqa").cases[0]!.ids.slice(0, 24);
+    // What an uninterrupted greedy generation would give, and three other tokens an earlier owner "generated".
+    const ref = await worker.engine.openSession({ policy: "sinks", sinks: 4, window: 28, sinkToken: "none" });
+    await ref.append(prompt);
+    const greedy = argmax(ref.nextLogprobs!);
+    const vocab = worker.engine.info.vocabSize;
+    const recorded = [1, 2, 3].map((k) => (greedy + k * 7) % vocab);
+    await ref.append(recorded);
+    const expected = [...recorded];
+    for (let i = 0; i < 3; i++) {
+      const next = argmax(ref.nextLogprobs!);
+      expected.push(next);
+      await ref.append([next]);
+    }
+    await ref.close();
+
+    // The log: the input records, and the outputs an earlier owner wrote before it died mid-generation.
+    const producer = new Kafka({ clientId: "kf-test", brokers: [kafka.brokers], logLevel: logLevel.NOTHING }).producer();
+    await producer.connect();
+    await producer.send({
+      topic: `${t}.in`,
+      messages: [
+        { key: session, value: encodeInputRecord({ kind: "append", session, requestId: "p1", input: { tokens: prompt } }) },
+        { key: session, value: encodeInputRecord({ kind: "generate", session, requestId: "g1", maxNewTokens: 6 }) },
+      ],
+    });
+    await producer.send({
+      topic: `${t}.out`,
+      messages: recorded.map((token, index) => ({
+        key: session,
+        value: encodeOutputRecord({ kind: "token", session, requestId: "g1", index, token, text: "" }, index),
+      })),
+    });
+    await producer.disconnect();
+
+    const seen: Out[] = [];
+    const watch = new Kafka({ clientId: "kf-test", brokers: [kafka.brokers], logLevel: logLevel.NOTHING }).consumer({ groupId: `${t}-obs` });
+    await watch.connect();
+    await watch.subscribe({ topics: [`${t}.out`], fromBeginning: true });
+    await watch.run({ eachMessage: async ({ message }) => void seen.push(JSON.parse(message.value!.toString()) as Out) });
+    const config = loadWorkerConfig(
+      [
+        ...["--model", modelDir("llama-gqa"), "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--threads", "1"],
+        ...["--kafka-brokers", kafka.brokers, "--redis-url", redis.url, "--kafka-partitions", String(PARTITIONS)],
+        ...["--kafka-input-topic", `${t}.in`, "--kafka-output-topic", `${t}.out`, "--kafka-dead-letter-topic", `${t}.dlq`],
+        ...["--kafka-group", `${t}-g`, "--sinks", "4", "--window", "28"],
+      ],
+      {},
+    );
+    const next = await Worker.start(config, { log: createLogger("error"), redisPrefix: `${prefix}r` });
+    try {
+      await until("the replayed generation", () => seen.some((o) => o.request_id === "g1" && o.type === "finished"));
+      // The new owner's records for g1 follow the three recorded ones.
+      const own = seen.filter((o) => o.request_id === "g1").slice(3);
+      expect(own.filter((o) => o.type === "token").map((o) => o.token)).toEqual(expected);
+      expect(own.filter((o) => o.type === "token").map((o) => o.index)).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(own.at(-1)).toMatchObject({ type: "finished", generated_tokens: 6 });
+      expect(expected.slice(0, 3)).not.toContain(greedy); // re-sampling would have started with `greedy`
+      expect((await next.host.info(session))!.tokensSeen).toBe(prompt.length + 6);
+    } finally {
+      await watch.disconnect();
+      await next.stop(1000);
+    }
   });
 });

@@ -8,7 +8,7 @@
  * up to what durable snapshots cover (offset-tracker.ts). When too many ops
  * are queued, partitions are paused until the host drains.
  */
-import { type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer, type SASLOptions } from "kafkajs";
+import { type Admin, type Consumer, type EachMessagePayload, Kafka, logLevel, type Producer, type SASLOptions } from "kafkajs";
 
 import { ServiceError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -16,6 +16,7 @@ import type { SessionEvent, SessionOp } from "../operations.js";
 import type { SessionHost } from "../session-host.js";
 import type { Snapshotter } from "../snapshotter.js";
 import { PartitionOffsets } from "./offset-tracker.js";
+import { decodeCommitMetadata, encodeCommitMetadata, OutputReplay } from "./output-replay.js";
 import { partitionOf } from "./partitioner.js";
 import { randomUUID } from "node:crypto";
 
@@ -29,6 +30,7 @@ import {
   encodeInputRecord,
   encodeOutputRecord,
   MalformedRecordError,
+  type OutputRecord,
 } from "./record-codec.js";
 
 export interface KafkaRuntimeOptions {
@@ -132,6 +134,13 @@ export class KafkaRuntime {
   /** Reads the output topic for waiters whose op ran on another worker. */
   readonly #watcher: Consumer;
   readonly #events: KafkaRuntimeEvents;
+  /** Generated tokens recorded on the output topic, for replays (output-replay.ts). */
+  readonly #replay = new OutputReplay();
+  /** Partitions whose output records are still being read before their input is replayed. */
+  readonly #replayPending = new Map<number, Promise<void>>();
+  #admin: Admin | undefined;
+  /** Replay from the output topic needs output partition p to mirror input partition p. */
+  #replayEnabled = false;
   #partitionCount = 0;
   #assigned = new Set<number>();
   readonly #offsets = new Map<number, PartitionOffsets>();
@@ -146,6 +155,10 @@ export class KafkaRuntime {
   readonly #waiters = new Map<string, Waiter>();
   readonly #outbox: Array<{ key: string; value: Buffer; headers: Record<string, string> }> = [];
   #flushing: Promise<void> | undefined;
+  /** Output records queued and written so far (counts), and who waits for the written count. */
+  #outputsQueued = 0;
+  #outputsWritten = 0;
+  #outputWaiters: Array<{ upTo: number; resolve: () => void }> = [];
   readonly #paused = new Set<number>();
   /** Partitions paused because a session's restore found the snapshot store unreachable. */
   readonly #storeWait = new Set<number>();
@@ -223,15 +236,30 @@ export class KafkaRuntime {
           if (!String((err as Error).message).includes("exists")) throw err;
         }
       }
-      const meta = await admin.fetchTopicMetadata({ topics: [this.options.inputTopic] });
-      this.#partitionCount = meta.topics[0]!.partitions.length;
-    } finally {
+      const meta = await admin.fetchTopicMetadata({ topics: [this.options.inputTopic, this.options.outputTopic] });
+      this.#partitionCount = meta.topics.find((t) => t.name === this.options.inputTopic)!.partitions.length;
+      const outputPartitions = meta.topics.find((t) => t.name === this.options.outputTopic)!.partitions.length;
+      this.#replayEnabled = outputPartitions === this.#partitionCount;
+      if (!this.#replayEnabled)
+        this.#log.warn("output topic has another partition count than the input topic: generations are re-sampled on replay", {
+          input: this.#partitionCount,
+          output: outputPartitions,
+        });
+    } catch (err) {
       await admin.disconnect();
+      throw err;
     }
+    this.#admin = admin;
     await this.#producer.connect();
     await this.#watcher.connect();
     await this.#watcher.subscribe({ topics: [this.options.outputTopic], fromBeginning: false });
-    await this.#watcher.run({ eachMessage: async ({ message }) => this.#onOutput(message.value) });
+    await this.#watcher.run({
+      eachMessage: async ({ partition, message }) => {
+        const record = decodeOutputRecord(message.value);
+        this.#replay.observe(partition, BigInt(message.offset), record);
+        this.#onOutput(record);
+      },
+    });
     await this.#consumer.connect();
     this.#consumer.on(this.#consumer.events.GROUP_JOIN, (e) => {
       const assigned = e.payload.memberAssignment[this.options.inputTopic] ?? [];
@@ -282,7 +310,10 @@ export class KafkaRuntime {
     this.#assigned = next;
     // A session held for a partition just gained is left over from an earlier
     // ownership (a record that was in flight at the hand-over): stale.
-    for (const p of gained) this.#evictPartitionSessions(p);
+    for (const p of gained) {
+      this.#evictPartitionSessions(p);
+      this.#claimRound.set(p, (this.#claimRound.get(p) ?? 0) + 1);
+    }
     for (const p of lost) {
       this.#epochs.delete(p);
       this.#claimRound.set(p, (this.#claimRound.get(p) ?? 0) + 1);
@@ -291,11 +322,17 @@ export class KafkaRuntime {
     // (again) starts unpaused, and the pause set is rebuilt from the queues.
     if (gained.length > 0) this.#consumer.resume([{ topic: this.options.inputTopic, partitions: gained }]);
     for (const p of gained) this.#paused.delete(p);
+    if (this.#replayEnabled)
+      for (const p of gained) {
+        const reading: Promise<void> = this.#readRecorded(p, this.#claimRound.get(p)!).finally(() => {
+          if (this.#replayPending.get(p) === reading) this.#replayPending.delete(p);
+        });
+        this.#replayPending.set(p, reading);
+      }
     const claim = this.#events.claimPartition;
     if (claim)
       for (const p of gained) {
-        const round = (this.#claimRound.get(p) ?? 0) + 1;
-        this.#claimRound.set(p, round);
+        const round = this.#claimRound.get(p)!;
         void (async () => {
           for (let attempt = 0; this.#claimRound.get(p) === round && this.#assigned.has(p) && !this.#stopping; attempt++) {
             try {
@@ -334,6 +371,8 @@ export class KafkaRuntime {
     for (const [s] of this.#offsets.get(partition)?.pendingCloses() ?? []) this.#snapshots.abandonDelete(s);
     this.#offsets.delete(partition);
     this.#storeWait.delete(partition);
+    this.#replay.drop(partition);
+    this.#replayPending.delete(partition);
   }
 
   #evictPartitionSessions(partition: number): void {
@@ -350,28 +389,69 @@ export class KafkaRuntime {
     this.#skipUpTo.delete(session);
     this.#restoreTried.delete(session);
     this.#tokensSince.delete(session);
+    this.#snapshots.released(session);
+  }
+
+  /**
+   * Before input partition p is replayed from its committed offset, reads
+   * what output partition p recorded since (from the bound the commit
+   * carries) into the replay index. Retried while the broker does not answer.
+   */
+  async #readRecorded(partition: number, round: number): Promise<void> {
+    for (let attempt = 0; this.#claimRound.get(partition) === round && this.#assigned.has(partition) && !this.#stopping; attempt++) {
+      try {
+        const [committed] = await this.#admin!.fetchOffsets({ groupId: this.options.group, topics: [this.options.inputTopic] });
+        const metadata = committed?.partitions.find((x) => x.partition === partition)?.metadata;
+        const ends = await this.#admin!.fetchTopicOffsets(this.options.outputTopic);
+        const end = ends.find((x) => x.partition === partition);
+        if (!end) throw new Error(`output partition ${partition} not found`);
+        const from = decodeCommitMetadata(metadata) ?? BigInt(end.low);
+        const done = this.#replay.scan(partition, from, BigInt(end.high));
+        const at = this.#replay.position(partition);
+        // Back to the bound (records already delivered come again: waiters skip what they have).
+        if (from < BigInt(end.high) && (at === undefined || from < at))
+          this.#watcher.seek({ topic: this.options.outputTopic, partition, offset: from.toString() });
+        await done;
+        return;
+      } catch (err) {
+        this.#log.warn("reading recorded outputs failed; retrying", { partition, error: String(err) });
+        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
+      }
+    }
   }
 
   /**
    * A cold session's restore found the snapshot store unreachable: only its
-   * partition waits. The partition is paused and rewound to the record, and
-   * resumed (the record read again) once the store answers; other partitions
-   * keep flowing.
+   * partition waits, until the store answers (with backoff).
    */
   #waitForStore(partition: number, session: string, offset: string): void {
-    const tp = { topic: this.options.inputTopic, partitions: [partition] };
-    this.#consumer.pause([tp]);
-    this.#consumer.seek({ topic: this.options.inputTopic, partition, offset });
-    if (this.#storeWait.has(partition)) return;
+    if (this.#storeWait.has(partition)) return this.#hold(partition, offset);
     this.#storeWait.add(partition);
-    void (async () => {
+    const answered = (async () => {
       for (let attempt = 0; this.#storeWait.has(partition) && !this.#stopping; attempt++) {
         await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** Math.min(attempt, 5))));
         if (await this.#snapshots.reachable(session)) break;
       }
-      if (!this.#storeWait.delete(partition) || this.#stopping || !this.#assigned.has(partition)) return;
-      if (!this.#paused.has(partition)) this.#consumer.resume([tp]);
+      this.#storeWait.delete(partition);
     })();
+    this.#hold(partition, offset, answered);
+  }
+
+  /**
+   * Holds one input partition back without blocking the others (a handler
+   * that waited would stall the fetch of every partition): pauses it, rewinds
+   * it to the record at `offset`, and resumes it (the record read again) once
+   * `until` settles, unless something else still holds it.
+   */
+  #hold(partition: number, offset: string, until?: Promise<unknown>): void {
+    const tp = { topic: this.options.inputTopic, partitions: [partition] };
+    this.#consumer.pause([tp]);
+    this.#consumer.seek({ topic: this.options.inputTopic, partition, offset });
+    void until?.finally(() => {
+      if (this.#stopping || !this.#assigned.has(partition)) return;
+      if (this.#paused.has(partition) || this.#storeWait.has(partition) || this.#replayPending.has(partition)) return;
+      this.#consumer.resume([tp]);
+    });
   }
 
   async #onMessage({ partition, message }: EachMessagePayload): Promise<void> {
@@ -382,7 +462,13 @@ export class KafkaRuntime {
       this.#offsets.set(partition, offsets);
     }
     if (offsets.alreadyTaken(offset)) return;
-    offsets.started(offset);
+    const reading = this.#replayPending.get(partition);
+    if (reading) {
+      // Its recorded outputs are still being read: the partition waits (others flow).
+      this.#hold(partition, message.offset, reading);
+      return;
+    }
+    offsets.started(offset, this.#replay.bound(partition));
     let op: SessionOp;
     let restoring: string | undefined;
     try {
@@ -444,8 +530,14 @@ export class KafkaRuntime {
     if (skip !== undefined && offset <= skip) {
       // Already applied: the restored snapshot covers this record. A caller
       // still waiting gets the results the earlier owner wrote (watcher).
+      this.#replay.take(partition, session, op.requestId);
       offsets.finished(offset);
       return;
+    }
+    if (op.kind === "generate") {
+      // Replayed: the tokens it already produced are re-applied, not sampled again.
+      const recorded = this.#replay.take(partition, session, op.requestId);
+      if (recorded) op = { ...op, recorded };
     }
     const observer = this.#events.op?.(op);
     let seq = 0;
@@ -507,8 +599,7 @@ export class KafkaRuntime {
     if (total >= every) void this.checkpoint();
   }
 
-  #onOutput(value: Buffer | null): void {
-    const r = decodeOutputRecord(value);
+  #onOutput(r: OutputRecord | undefined): void {
     if (!r) return;
     const key = waiterKey(r.session, r.requestId);
     const w = this.#waiters.get(key);
@@ -537,7 +628,7 @@ export class KafkaRuntime {
 
   #maybeResume(): void {
     if (this.#paused.size === 0 || this.#host.queuedOps > this.options.pauseAboveQueuedOps / 2) return;
-    const partitions = [...this.#paused].filter((p) => this.#assigned.has(p) && !this.#storeWait.has(p));
+    const partitions = [...this.#paused].filter((p) => this.#assigned.has(p) && !this.#storeWait.has(p) && !this.#replayPending.has(p));
     this.#paused.clear();
     if (partitions.length > 0) this.#consumer.resume([{ topic: this.options.inputTopic, partitions }]);
   }
@@ -545,6 +636,7 @@ export class KafkaRuntime {
   /** Output records of one session are sent in order. */
   #send(session: string, value: Buffer, requestId: string): void {
     this.#outbox.push({ key: session, value, headers: { "request-id": requestId } });
+    this.#outputsQueued++;
     if (!this.#flushing) this.#flushing = this.#flushOutbox();
   }
 
@@ -558,7 +650,10 @@ export class KafkaRuntime {
       const batch = this.#outbox.splice(0, 2000);
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.#producer.send({ topic: this.options.outputTopic, messages: batch });
+          const written = await this.#producer.send({ topic: this.options.outputTopic, messages: batch });
+          for (const w of written) if (w.baseOffset !== undefined) this.#replay.written(w.partition, BigInt(w.baseOffset));
+          this.#outputsWritten += batch.length;
+          this.#outputWaiters = this.#outputWaiters.filter((w) => (w.upTo <= this.#outputsWritten ? (w.resolve(), false) : true));
           break;
         } catch (err) {
           // The producer retries on its own; past that, keep trying (the broker may be restarting)
@@ -573,6 +668,13 @@ export class KafkaRuntime {
       }
     }
     this.#flushing = undefined;
+  }
+
+  /** Resolves once every output record queued until now is written. */
+  #outputsDurable(): Promise<void> {
+    const upTo = this.#outputsQueued;
+    if (upTo <= this.#outputsWritten) return Promise.resolve();
+    return new Promise((resolve) => this.#outputWaiters.push({ upTo, resolve }));
   }
 
   async #deadLetter(partition: number, offset: string, key: Buffer | null, value: Buffer | null, reason: string): Promise<void> {
@@ -620,7 +722,7 @@ export class KafkaRuntime {
    */
   async #checkpointNow(waitForSaves = false): Promise<void> {
     this.#tokensSince.clear();
-    const commits: Array<{ topic: string; partition: number; offset: string }> = [];
+    const commits: Array<{ topic: string; partition: number; offset: string; metadata: string }> = [];
     for (const [partition, offsets] of this.#offsets) {
       if (!this.#assigned.has(partition)) continue;
       // Snapshots of a partition carry the epoch claimed for it: none before the claim.
@@ -642,11 +744,16 @@ export class KafkaRuntime {
         // Never write for a partition that moved away (checked again at the boundary).
         if (!this.#assigned.has(partition) || this.#stopped) break;
         this.#saving.add(s);
-        const save = this.#snapshots.saveAtBoundary(s, () => {
-          if (!this.#assigned.has(partition) || this.#stopped || this.#offsets.get(partition) !== offsets) return undefined;
-          const applied = this.#host.appliedOffset(s);
-          return { ...fence, ...(applied !== undefined ? { inputOffset: applied } : {}) };
-        });
+        const save = this.#snapshots.saveAtBoundary(
+          s,
+          () => {
+            if (!this.#assigned.has(partition) || this.#stopped || this.#offsets.get(partition) !== offsets) return undefined;
+            const applied = this.#host.appliedOffset(s);
+            return { ...fence, ...(applied !== undefined ? { inputOffset: applied } : {}) };
+          },
+          // A new owner skips the ops this snapshot covers: their outputs must be written first.
+          () => this.#outputsDurable(),
+        );
         const recorded = save.done.then((saved) => {
           if (saved?.inputOffset !== undefined && this.#offsets.get(partition) === offsets) offsets.snapshotted(s, BigInt(saved.inputOffset));
           this.#saving.delete(s);
@@ -656,7 +763,13 @@ export class KafkaRuntime {
       await Promise.all(started);
       if (!this.#assigned.has(partition)) continue;
       const c = offsets.committable();
-      if (c !== undefined) commits.push({ topic: this.options.inputTopic, partition, offset: c.toString() });
+      if (c !== undefined)
+        commits.push({
+          topic: this.options.inputTopic,
+          partition,
+          offset: c.toString(),
+          metadata: encodeCommitMetadata(offsets.outputBoundAt(c, this.#replay.bound(partition))),
+        });
     }
     if (commits.length > 0) await this.#consumer.commitOffsets(commits);
   }
@@ -675,5 +788,6 @@ export class KafkaRuntime {
     await this.#consumer.disconnect();
     await this.#watcher.disconnect();
     await this.#producer.disconnect();
+    await this.#admin?.disconnect();
   }
 }

@@ -7,6 +7,8 @@
  */
 export class PartitionOffsets {
   readonly #inflight = new Set<bigint>();
+  /** Per record taken since the last commit: the output bound when it started (output-replay.ts). */
+  readonly #outputBoundAt = new Map<bigint, bigint>();
   #next = -1n; // one past the highest offset seen
   /** Per session: first applied offset not yet covered by a durable snapshot. */
   readonly #unsnapshotted = new Map<string, bigint>();
@@ -30,7 +32,8 @@ export class PartitionOffsets {
     if (offset < this.#next) this.#next = offset;
   }
 
-  started(offset: bigint): void {
+  started(offset: bigint, outputBound = 0n): void {
+    this.#outputBoundAt.set(offset, outputBound);
     this.#inflight.add(offset);
     if (offset + 1n > this.#next) this.#next = offset + 1n;
   }
@@ -97,6 +100,19 @@ export class PartitionOffsets {
     for (const o of this.#unsnapshotted.values()) if (o < low) low = o;
     for (const o of this.#closes.values()) if (o < low) low = o;
     return low;
+  }
+
+  /**
+   * Output bound of a commit at `offset`: every output record of the records
+   * from `offset` on is at or above it. Forgets what lies below `offset`.
+   */
+  outputBoundAt(offset: bigint, current: bigint): bigint {
+    let bound = current;
+    for (const [o, b] of this.#outputBoundAt) {
+      if (o < offset) this.#outputBoundAt.delete(o);
+      else if (b < bound) bound = b;
+    }
+    return bound;
   }
 
   get inflight(): number {

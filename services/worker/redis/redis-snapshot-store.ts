@@ -1,20 +1,30 @@
 /**
- * Session snapshots in Redis: one key per session holding the envelope
- * (snapshot-store.ts). A snapshot that names its partition and ownership epoch
- * is written by lua/save-snapshot.lua, which refuses writers whose epoch is
- * older than the partition's (a stale owner after a rebalance); either way the
- * value is replaced by one command, so a reader never sees a torn snapshot.
- * A closed session's snapshot is deleted by lua/delete-snapshot.lua under the
- * same fence. Idle sessions' snapshots expire after `ttlSeconds`.
+ * Session snapshots in Redis: one hash per session (lua/save-snapshot.lua).
+ * Sessions with a sink + ring cache (policies sinks and window) are stored
+ * incrementally: the sinks once, and each later snapshot writes only the
+ * window slots written since the one before (window-slots.ts), plus the small
+ * parts (header, token state, last distribution). Each write carries a new
+ * generation and names the generation it applies to; one that does not match
+ * (another writer, a lost key) is refused and written whole instead. The
+ * stored hash never holds more than one snapshot's worth (slots are
+ * overwritten in place), so nothing needs compacting.
+ *
+ * Writes are fenced by the partition's ownership epoch (a stale owner after a
+ * rebalance is refused), deletes too (lua/delete-snapshot.lua). A write and a
+ * read (lua/load-snapshot.lua) are each one script, so a reader never sees a
+ * torn snapshot; the engine's CRCs check the reassembled bytes end to end.
+ * Idle sessions' snapshots expire after `ttlSeconds`.
  */
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 import type { Redis } from "ioredis";
 
 import { packageRoot } from "../../package-root.js";
-import { decodeEnvelope, encodeEnvelope, type SnapshotMeta, type SnapshotStore } from "../snapshot-store.js";
+import { CorruptSnapshotError, decodeEnvelope, encodeEnvelope, type SnapshotMeta, type SnapshotStore } from "../snapshot-store.js";
 import type { RedisKeys } from "./keys.js";
+import { changedSlots, joinSnapshot, type SplitSnapshot, splitSnapshot } from "./window-slots.js";
 
 /** The Lua scripts live in services/worker/redis/lua (shipped beside dist/). */
 function loadScript(name: string): string {
@@ -22,6 +32,7 @@ function loadScript(name: string): string {
 }
 
 const SAVE_SNAPSHOT = loadScript("save-snapshot.lua");
+const LOAD_SNAPSHOT = loadScript("load-snapshot.lua");
 const DELETE_SNAPSHOT = loadScript("delete-snapshot.lua");
 
 /** A snapshot write refused because a newer owner claimed the partition. */
@@ -30,7 +41,18 @@ export class StaleOwnerError extends Error {
   readonly code = "STALE_OWNER";
 }
 
+/** What this store last wrote for a session: the base of its next delta. */
+interface Written {
+  generation: string;
+  cacheTokens: number;
+}
+
 export class RedisSnapshotStore implements SnapshotStore {
+  readonly #written = new Map<string, Written>();
+  /** Generations are `{writer}.{n}`: unique across workers and restarts. */
+  readonly #writer = randomUUID().slice(0, 8);
+  #generation = 0;
+
   constructor(
     readonly redis: Redis,
     readonly keys: RedisKeys,
@@ -38,23 +60,66 @@ export class RedisSnapshotStore implements SnapshotStore {
     readonly partitionKey?: { group: string; topic: string },
   ) {}
 
-  async save(session: string, bytes: Uint8Array, meta: SnapshotMeta): Promise<void> {
-    const value = encodeEnvelope(bytes, meta);
-    if (this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined) {
-      const epochKey = this.keys.epoch(this.partitionKey.group, this.partitionKey.topic, meta.partition);
-      const written = await this.redis.eval(SAVE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, value, String(meta.epoch), String(this.ttlSeconds));
-      if (written !== 1) throw new StaleOwnerError(`snapshot of "${session}" refused: partition ${meta.partition} has a newer owner`);
-      return;
+  /** Writes the snapshot (only what changed since this store's last write of it); resolves to the bytes sent. */
+  async save(session: string, bytes: Uint8Array, meta: SnapshotMeta): Promise<number> {
+    const engine = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const split = splitSnapshot(engine);
+    const generation = `${this.#writer}.${++this.#generation}`;
+    // Kept when a write fails: the next delta then still covers everything since it, and
+    // a write that failed after all (its generation stored) makes the next one whole (-1).
+    const previous = this.#written.get(session);
+    const changed = split && previous ? changedSlots(previous.cacheTokens, split.cacheTokens, split.sinkCount, split.window, split.slots.length) : undefined;
+    let fields = split ? RedisSnapshotStore.#fields(split, meta, changed, previous!) : ["head", encodeEnvelope(engine, meta)];
+    let result = await this.#write(session, meta, changed ? previous!.generation : "", generation, fields);
+    if (result === -1 && split) {
+      fields = RedisSnapshotStore.#fields(split, meta, undefined, undefined);
+      result = await this.#write(session, meta, "", generation, fields);
     }
-    await this.redis.set(this.keys.snapshot(session), value, "EX", this.ttlSeconds);
+    if (result === 0) throw new StaleOwnerError(`snapshot of "${session}" refused: partition ${meta.partition} has a newer owner`);
+    if (result !== 1) throw new Error(`snapshot of "${session}" not written (script answered ${String(result)})`);
+    if (split) this.#written.set(session, { generation, cacheTokens: split.cacheTokens });
+    return fields.reduce((n, f) => n + f.length, 0);
+  }
+
+  static #fields(split: SplitSnapshot, meta: SnapshotMeta, changed: number[] | undefined, previous: Written | undefined): Array<string | Buffer> {
+    const fields: Array<string | Buffer> = ["head", encodeEnvelope(split.skeleton, meta), "slots", String(split.slots.length)];
+    // Sink slots fill with the first S tokens of the cache stream and never change after.
+    if (!changed || previous!.cacheTokens < split.sinkCount) fields.push("sink", split.sinks);
+    for (const j of changed ?? split.slots.keys()) fields.push(`w:${j}`, split.slots[j]!);
+    return fields;
+  }
+
+  async #write(session: string, meta: SnapshotMeta, base: string, generation: string, fields: Array<string | Buffer>): Promise<number> {
+    const fenced = this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined;
+    const epochKey = fenced ? this.keys.epoch(this.partitionKey!.group, this.partitionKey!.topic, meta.partition!) : this.keys.snapshot(session);
+    const args = [fenced ? String(meta.epoch) : "", String(this.ttlSeconds), base, generation, ...fields];
+    return Number(await this.redis.eval(SAVE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, ...args));
   }
 
   async load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined> {
-    const raw = await this.redis.getBuffer(this.keys.snapshot(session));
-    return raw ? decodeEnvelope(raw) : undefined;
+    const flat = (await this.redis.callBuffer("EVAL", [LOAD_SNAPSHOT, "1", this.keys.snapshot(session)])) as Buffer[];
+    if (flat.length === 0) return undefined;
+    const fields = new Map<string, Buffer>();
+    for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i]!.toString("latin1"), flat[i + 1]!);
+    const head = fields.get("head");
+    if (!head) throw new CorruptSnapshotError("snapshot has no head");
+    const { bytes, meta } = decodeEnvelope(head);
+    const slotsField = fields.get("slots");
+    if (slotsField === undefined) return { bytes, meta };
+    const n = Number(slotsField.toString("latin1"));
+    const sink = fields.get("sink");
+    if (!Number.isInteger(n) || n < 0 || sink === undefined) throw new CorruptSnapshotError("incremental snapshot is missing its sinks or slot count");
+    const slots: Buffer[] = [];
+    for (let j = 0; j < n; j++) {
+      const slot = fields.get(`w:${j}`);
+      if (!slot) throw new CorruptSnapshotError(`incremental snapshot is missing window slot ${j}`);
+      slots.push(slot);
+    }
+    return { bytes: joinSnapshot(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), sink, slots), meta };
   }
 
   async delete(session: string, meta: SnapshotMeta = {}): Promise<void> {
+    this.#written.delete(session);
     if (this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined) {
       const epochKey = this.keys.epoch(this.partitionKey.group, this.partitionKey.topic, meta.partition);
       const deleted = await this.redis.eval(DELETE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, String(meta.epoch));
@@ -62,5 +127,10 @@ export class RedisSnapshotStore implements SnapshotStore {
       return;
     }
     await this.redis.del(this.keys.snapshot(session));
+  }
+
+  /** Forgets the last write of a session closed or moved away: its next save is written whole. */
+  forgetWriter(session: string): void {
+    this.#written.delete(session);
   }
 }
