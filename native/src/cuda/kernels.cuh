@@ -592,20 +592,15 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
   // Ring index of the oldest window entry (saturated contexts).
   const int64_t ring0 = saturated ? (row.t - s.window + 1 - s.sinks) % s.window : 0;
 
-  // Each warp takes groups of kBatch consecutive entries: all their loads are
-  // issued first, their dot-product reductions interleave, and the online
-  // softmax is updated once per group.
-  constexpr int kBatch = 8;
+  // Each warp takes groups of kBatch consecutive entries and issues all their
+  // loads before using any, so several K/V rows are in flight per warp.
+  constexpr int kBatch = 4;
   for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += int64_t(NW) * kBatch) {
-    const int cnt = end - i0 < kBatch ? int(end - i0) : kBatch;
-    float k[kBatch][4], v[kBatch][4];
+    float k[kBatch][4], v[kBatch][4], c[kBatch][4], sn[kBatch][4];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int64_t i = i0 + j;
-      if (j >= cnt) {
-        for (int e = 0; e < 4; ++e) k[j][e] = v[j][e] = 0.f;
-        continue;
-      }
+      if (i >= end) continue;
       int64_t u, slot;
       if (!saturated || i < s.sinks) {
         u = i;
@@ -625,53 +620,40 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
         Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
         Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
       }
-    }
-    if (rope) {
-      // Rotate each key to its position i0 + j: the first from the table, the
-      // rest one step further each by complex multiplication.
-      const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i0 * 64 + fi));
-      const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i0 * 64 + fi));
-      float c[4] = {cv.x, cv.y, cv.z, cv.w}, sn[4] = {sv.x, sv.y, sv.z, sv.w};
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        float o[4];
-        for (int e = 0; e < 4; ++e) o[e] = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
-        for (int e = 0; e < 4; ++e) k[j][e] = lo ? k[j][e] * c[e] - o[e] * sn[e] : k[j][e] * c[e] + o[e] * sn[e];
-        for (int e = 0; e < 4; ++e) {
-          const float cn = c[e] * c1[e] - sn[e] * s1[e];
-          sn[e] = sn[e] * c1[e] + c[e] * s1[e];
-          c[e] = cn;
+      if (rope) {
+        if (j == 0) {
+          const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+          const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+          c[0][0] = cv.x; c[0][1] = cv.y; c[0][2] = cv.z; c[0][3] = cv.w;
+          sn[0][0] = sv.x; sn[0][1] = sv.y; sn[0][2] = sv.z; sn[0][3] = sv.w;
+        } else {
+          for (int e = 0; e < 4; ++e) {
+            c[j][e] = c[j - 1][e] * c1[e] - sn[j - 1][e] * s1[e];
+            sn[j][e] = sn[j - 1][e] * c1[e] + c[j - 1][e] * s1[e];
+          }
         }
       }
     }
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float sc[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) sc[j] = q[g][0] * k[j][0] + q[g][1] * k[j][1] + q[g][2] * k[j][2] + q[g][3] * k[j][3];
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1)
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], off);
-      float mx = m[g];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        if (p.alibi) sc[j] -= float(q_pos - (i0 + j)) * p.alibi[kvh * G + g];
-        if (j >= cnt) sc[j] = -INFINITY;
-        mx = fmaxf(mx, sc[j]);
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = i0 + j;
+      if (i >= end) continue;
+      if (rope) {
+        for (int e = 0; e < 4; ++e) {
+          const float o = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
+          k[j][e] = lo ? k[j][e] * c[j][e] - o * sn[j][e] : k[j][e] * c[j][e] + o * sn[j][e];
+        }
       }
-      const float alpha = __expf(m[g] - mx);
-      float lsum = l[g] * alpha;
-      float a[4] = {acc[g][0] * alpha, acc[g][1] * alpha, acc[g][2] * alpha, acc[g][3] * alpha};
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const float pr = __expf(sc[j] - mx);
-        lsum += pr;
-        for (int e = 0; e < 4; ++e) a[e] = fmaf(pr, v[j][e], a[e]);
+      for (int g = 0; g < G; ++g) {
+        float sc = q[g][0] * k[j][0] + q[g][1] * k[j][1] + q[g][2] * k[j][2] + q[g][3] * k[j][3];
+        for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+        if (p.alibi) sc -= float(q_pos - i) * p.alibi[kvh * G + g];
+        const float m_new = fmaxf(m[g], sc);
+        const float alpha = __expf(m[g] - m_new), pr = __expf(sc - m_new);
+        l[g] = l[g] * alpha + pr;
+        for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pr, v[j][e], acc[g][e] * alpha);
+        m[g] = m_new;
       }
-      m[g] = mx;
-      l[g] = lsum;
-      for (int e = 0; e < 4; ++e) acc[g][e] = a[e];
     }
   }
   // Merge the warps' (m, l, acc) and write the split's partial.
