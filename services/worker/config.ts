@@ -16,6 +16,8 @@ import { DEFAULT_LIMITS, type HostLimits } from "./session-host.js";
 export interface WorkerConfig {
   model: string;
   backend: "cpu" | "cuda" | "auto";
+  /** CUDA backend weight/cache type; undefined = bf16 (fp16 for fp16 checkpoints). */
+  dtype?: "bf16" | "fp16" | "fp32";
   threads: number;
   grpcHost: string;
   grpcPort: number;
@@ -79,6 +81,12 @@ interface Setting {
 const SETTINGS = {
   model: { flag: "model", env: "STREAMSINK_MODEL", help: "model directory (config.json, *.safetensors, tokenizer.json)" },
   backend: { flag: "backend", env: "STREAMSINK_BACKEND", help: "cpu | cuda | auto", fallback: "auto" },
+  dtype: {
+    flag: "dtype",
+    env: "STREAMSINK_DTYPE",
+    help: "CUDA weights and caches: bf16 | fp16 | fp32 | auto (bf16; fp16 for fp16 checkpoints)",
+    fallback: "auto",
+  },
   threads: { flag: "threads", env: "STREAMSINK_THREADS", help: "CPU backend threads (0 = all cores)", fallback: "0" },
   grpcHost: { flag: "grpc-host", env: "STREAMSINK_GRPC_HOST", help: "gRPC listen address", fallback: "0.0.0.0" },
   grpcPort: { flag: "grpc-port", env: "STREAMSINK_GRPC_PORT", help: "gRPC port (0 = any free port)", fallback: "50051" },
@@ -288,6 +296,10 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     security,
     model,
     backend: choice(SETTINGS.backend, ["cpu", "cuda", "auto"] as const),
+    ...(() => {
+      const d = choice(SETTINGS.dtype, ["bf16", "fp16", "fp32", "auto"] as const);
+      return d === "auto" ? {} : { dtype: d };
+    })(),
     threads: int(SETTINGS.threads, 0, 1024),
     grpcHost,
     grpcPort,

@@ -87,13 +87,17 @@ export class Worker {
     const security = buildWorkerSecurity(config.security);
     logPlaintextWarnings(config, log);
     const interval = options.snapshotIntervalMs ?? config.snapshotIntervalMs;
-    const engine = await Engine.load(config.model, { backend: config.backend, threads: config.threads });
+    const engine = await Engine.load(config.model, {
+      backend: config.backend,
+      threads: config.threads,
+      ...(config.dtype ? { dtype: config.dtype } : {}),
+    });
     log.info("model loaded", {
       model: config.model,
       architecture: engine.info.architecture,
       parameters: engine.info.parameters,
       backend: engine.info.backend,
-      threads: engine.info.threads,
+      ...(engine.info.device ? { device: engine.info.device, dtype: engine.info.dtype } : { threads: engine.info.threads }),
     });
     const metrics = new WorkerMetrics();
     let redis: Redis | undefined;

@@ -17,11 +17,18 @@ describe("worker configuration", () => {
     expect(c.model).toBe(modelDir("mpt"));
   });
 
+  it("passes the CUDA dtype through, auto leaving it to the engine", () => {
+    expect(loadWorkerConfig(["--backend", "cuda", "--dtype", "fp16"], {})).toMatchObject({ backend: "cuda", dtype: "fp16" });
+    expect(loadWorkerConfig([], { STREAMSINK_DTYPE: "fp32" }).dtype).toBe("fp32");
+    expect(loadWorkerConfig([], {}).dtype).toBeUndefined();
+  });
+
   const bad: Array<[string[], Record<string, string>, RegExp]> = [
     [["--grpc-port", "70000"], {}, /--grpc-port \/ STREAMSINK_GRPC_PORT must be an integer from 0 to 65535/],
     [[], { STREAMSINK_GRPC_PORT: "abc" }, /STREAMSINK_GRPC_PORT.*"abc"/],
     [["--policy", "lru"], {}, /--policy \/ STREAMSINK_POLICY must be one of sinks, window, recompute, dense/],
     [["--backend", "tpu"], {}, /--backend/],
+    [["--dtype", "int8"], {}, /--dtype \/ STREAMSINK_DTYPE must be one of bf16, fp16, fp32, auto/],
     [["--window", "0"], {}, /--window/],
     [["--kafka-brokers", "localhost"], {}, /--kafka-brokers.*"localhost" is not host:port/],
     [["--redis-url", "http://x"], {}, /--redis-url \/ STREAMSINK_REDIS_URL must start with redis:\/\//],
