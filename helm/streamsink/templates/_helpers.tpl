@@ -136,6 +136,9 @@ message naming the values to change.
 {{- if and $v.redis.auth.enabled (not $v.redis.auth.existingSecret) (not $v.redis.auth.password) -}}
 {{- fail "streamsink: redis.auth.enabled needs redis.auth.password or redis.auth.existingSecret" -}}
 {{- end -}}
+{{- if and $v.redis.tlsCaSecret $v.redis.url (not (hasPrefix "rediss://" $v.redis.url)) -}}
+{{- fail "streamsink: redis.tlsCaSecret needs a rediss:// redis.url" -}}
+{{- end -}}
 {{- $sec := $v.security -}}
 {{- if and $sec.grpcTls.enabled (not $sec.grpcTls.secretName) -}}
 {{- fail "streamsink: security.grpcTls.enabled needs security.grpcTls.secretName (a kubernetes.io/tls Secret)" -}}
