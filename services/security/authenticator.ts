@@ -37,6 +37,12 @@ export interface AuthenticatorOptions {
   jwtTenantClaim?: string;
   /** Secret shared by the workers; forwarded calls must be signed with it when set. */
   peerSecret?: Buffer;
+  /**
+   * Require bearer tokens even while no static token is listed (a tenants
+   * file that may gain tokens on reload). Default: when tokens or a JWT
+   * verifier are given. Authentication never turns off once on.
+   */
+  required?: boolean;
 }
 
 /** Why a call was refused, for the metric (never the token). */
@@ -55,7 +61,8 @@ function single(metadata: Metadata, key: string): string | undefined {
 }
 
 export class Authenticator {
-  readonly #tokens: Map<string, StaticToken>;
+  #tokens: Map<string, StaticToken>;
+  readonly #enabled: boolean;
   readonly #jwt: JwtVerifier | undefined;
   readonly #tenantClaim: string;
   readonly #peerSecret: Buffer | undefined;
@@ -66,11 +73,17 @@ export class Authenticator {
     this.#jwt = options.jwt;
     this.#tenantClaim = options.jwtTenantClaim ?? "tenant";
     this.#peerSecret = options.peerSecret;
+    this.#enabled = options.required ?? (this.#tokens.size > 0 || this.#jwt !== undefined);
+  }
+
+  /** Replaces the static tokens (a reloaded tenants file); calls in flight keep the principal they got. */
+  replaceTokens(tokens: readonly StaticToken[]): void {
+    this.#tokens = new Map(tokens.map((t) => [t.sha256, t]));
   }
 
   /** True when clients must present a bearer token. */
   get enabled(): boolean {
-    return this.#tokens.size > 0 || this.#jwt !== undefined;
+    return this.#enabled;
   }
 
   /** Told about every refused call (for the metric). */

@@ -43,7 +43,7 @@ class TokenBucket {
 
 export class TenantLimiter {
   readonly #defaults: TenantLimits;
-  readonly #overrides: Map<string, Partial<TenantLimits>>;
+  #overrides: Map<string, Partial<TenantLimits>>;
   readonly #global: GlobalLimits;
   readonly #now: () => number;
   readonly #buckets = new Map<string, TokenBucket>();
@@ -62,6 +62,11 @@ export class TenantLimiter {
   /** Told about every refusal: which limit, for which tenant. */
   onRejected(listener: (limit: string, tenant: string) => void): void {
     this.#onRejected = listener;
+  }
+
+  /** Replaces the per-tenant overrides (a reloaded tenants file); rate buckets refill at the new rates. */
+  replaceOverrides(overrides: Map<string, Partial<TenantLimits>>): void {
+    this.#overrides = overrides;
   }
 
   limitsFor(tenant: string): TenantLimits {

@@ -4,7 +4,7 @@
  * it forwards to other workers (peer signatures, TLS with its own client
  * certificate). Also the warnings for links left in plaintext in a cluster.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, unwatchFile, watchFile } from "node:fs";
 
 import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
 
@@ -27,6 +27,8 @@ export interface WorkerSecurity {
   tenantPolicy: TenantPolicy;
   serverCredentials: ServerCredentials | undefined;
   forwarding: { sign?: (tenant: string) => Record<string, string>; credentials?: () => ChannelCredentials };
+  /** Stops watching the tenants file. Safe to call twice. */
+  close(): void;
 }
 
 function readSecret(path: string, what: string): Buffer {
@@ -40,7 +42,7 @@ function readSecret(path: string, what: string): Buffer {
   return Buffer.from(text, "utf8");
 }
 
-export function buildWorkerSecurity(settings: SecuritySettings): WorkerSecurity {
+export function buildWorkerSecurity(settings: SecuritySettings, log?: Logger): WorkerSecurity {
   let tenants: TenantsFile = { tokens: [], limits: new Map() };
   if (settings.tenantsFile) {
     try {
@@ -62,10 +64,31 @@ export function buildWorkerSecurity(settings: SecuritySettings): WorkerSecurity 
     tokens: tenants.tokens,
     ...(jwt ? { jwt, jwtTenantClaim: settings.jwt!.tenantClaim } : {}),
     ...(peerSecret ? { peerSecret } : {}),
+    required: settings.tenantsFile !== undefined || jwt !== undefined,
   });
   if (settings.tenantsFile && !authenticator.enabled && !jwt)
     throw new ConfigError(`the tenants file ${settings.tenantsFile} lists no tokens and no JWT key is configured: nobody could call`);
   const limiter = new TenantLimiter({ defaults: settings.tenantLimits, overrides: tenants.limits, global: settings.globalLimits });
+  // A changed tenants file (a token added or revoked, a limit changed) applies without a restart;
+  // a file that does not parse is reported and the tokens in force stay.
+  let close = (): void => undefined;
+  const tenantsFile = settings.tenantsFile;
+  if (tenantsFile) {
+    const reload = (): void => {
+      try {
+        const next = loadTenantsFile(tenantsFile);
+        authenticator.replaceTokens(next.tokens);
+        limiter.replaceOverrides(next.limits);
+        log?.info("tenants file reloaded", { file: tenantsFile, tokens: next.tokens.length, tenants: new Set(next.tokens.map((t) => t.tenant)).size });
+      } catch (err) {
+        log?.warn("tenants file not reloaded; the previous tokens stay in force", { file: tenantsFile, error: (err as Error).message });
+      }
+    };
+    watchFile(tenantsFile, { interval: settings.tenantsRefreshMs, persistent: false }, (now, before) => {
+      if (now.mtimeMs !== before.mtimeMs || now.ino !== before.ino || now.size !== before.size) reload();
+    });
+    close = () => unwatchFile(tenantsFile);
+  }
   const tenantOf = authenticator.enabled ? tenantOfKey : () => DEFAULT_TENANT;
   const tls = settings.grpcTls;
   const forwarding: WorkerSecurity["forwarding"] = {};
@@ -86,6 +109,7 @@ export function buildWorkerSecurity(settings: SecuritySettings): WorkerSecurity 
       ? watchedServerCredentials({ certFile: tls.certFile, keyFile: tls.keyFile, refreshMs: tls.refreshMs, ...(tls.clientCaFile ? { clientCaFile: tls.clientCaFile } : {}) })
       : undefined,
     forwarding,
+    close,
   };
 }
 

@@ -51,6 +51,7 @@ export class Worker {
   readonly #snapshots: Snapshotter;
   readonly #gateway: SessionGateway & { close?: () => void };
   readonly #redis: Redis | undefined;
+  readonly #closeSecurity: () => void;
   #stopped: Promise<void> | undefined;
 
   private constructor(parts: {
@@ -64,6 +65,7 @@ export class Worker {
     gateway: SessionGateway;
     redis: Redis | undefined;
     log: Logger;
+    closeSecurity: () => void;
   }) {
     this.config = parts.config;
     this.engine = parts.engine;
@@ -75,6 +77,7 @@ export class Worker {
     this.#gateway = parts.gateway;
     this.#redis = parts.redis;
     this.log = parts.log;
+    this.#closeSecurity = parts.closeSecurity;
   }
 
   get advertiseAddress(): string {
@@ -84,7 +87,7 @@ export class Worker {
   static async start(config: WorkerConfig, options: WorkerOptions = {}): Promise<Worker> {
     const log = options.log ?? createLogger();
     // Settings files are read before the model loads so a bad one fails fast.
-    const security = buildWorkerSecurity(config.security);
+    const security = buildWorkerSecurity(config.security, log);
     logPlaintextWarnings(config, log);
     const interval = options.snapshotIntervalMs ?? config.snapshotIntervalMs;
     const engine = await Engine.load(config.model, {
@@ -234,7 +237,7 @@ export class Worker {
     });
     const grpcPort = await grpc.start(config.grpcHost, config.grpcPort);
     gateway.selfAddress = config.grpcPort === 0 ? config.advertiseAddress.replace(/:\d+$/, `:${grpcPort}`) : config.advertiseAddress;
-    const worker = new Worker({ config, engine, host, grpc, metrics, kafka, snapshots, gateway, redis, log });
+    const worker = new Worker({ config, engine, host, grpc, metrics, kafka, snapshots, gateway, redis, log, closeSecurity: () => security.close() });
     grpc.setComponentHealth(SNAPSHOT_HEALTH, redis ? redis.status === "ready" : true);
     storeHealth = (up) => {
       grpc.setComponentHealth(SNAPSHOT_HEALTH, up);
@@ -277,6 +280,7 @@ export class Worker {
     await this.engine.close();
     await this.metrics.close();
     if (this.#redis) await this.#redis.quit().catch(() => undefined);
+    this.#closeSecurity();
     this.log.info("worker stopped");
   }
 }
