@@ -162,6 +162,13 @@ describe("tenants in a cluster: forwarding and Kafka records", () => {
       );
   });
 
+  it("dead-letters a record whose tenant field does not match its key", async () => {
+    const value = JSON.parse(encodeInputRecord({ kind: "append", session: "x", requestId: "k-tenant", input: { tokens: [1, 2] } }).toString()) as object;
+    await producer.send({ topic: `${topic}.input`, messages: [{ key: "beta/mislabelled", value: JSON.stringify({ ...value, tenant: "acme" }) }] });
+    for (let i = 0; i < 600 && !dead.some((d) => d.key === "beta/mislabelled"); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(dead.find((d) => d.key === "beta/mislabelled")?.reason).toMatch(/"tenant" \(acme\) does not match the record key/);
+  });
+
   it("dead-letters a record larger than the record size limit, with the reason", async () => {
     const op = { kind: "append" as const, session: "acme/huge", requestId: "k-huge", input: { text: "x".repeat(8000) } };
     await producer.send({ topic: `${topic}.input`, messages: [{ key: op.session, value: encodeInputRecord(op) }] });

@@ -86,6 +86,10 @@ export function decodeInputRecord(key: Buffer | null, value: Buffer | null, maxB
   if (!requestId) fail(`missing "request_id"`);
   const named = optString(o, "session", 256);
   if (named !== undefined && named !== session) fail(`"session" (${named}) does not match the record key (${session})`);
+  // A tenant's session key is "<tenant>/<id>" (services/security/tenant.ts); a record that names its
+  // tenant must be keyed inside it, so a mislabelled record is dead-lettered rather than applied.
+  const tenant = optString(o, "tenant", 63);
+  if (tenant !== undefined && !session.startsWith(`${tenant}/`)) fail(`"tenant" (${tenant}) does not match the record key: a tenant's records are keyed "${tenant}/<session id>"`);
   const cfg = optObject(o, "config");
   let config: SessionOp["config"];
   if (cfg) {

@@ -24,6 +24,7 @@ const recordLike = fc.record(
     type: fc.oneof(fc.constantFrom("append", "generate", "close"), jsonValue),
     request_id: fc.oneof(fc.string({ maxLength: 140 }), jsonValue),
     session: fc.oneof(fc.string({ maxLength: 10 }), jsonValue),
+    tenant: fc.oneof(fc.constantFrom("acme", "beta", ""), fc.string({ maxLength: 8 }), jsonValue),
     text: fc.oneof(fc.string({ maxLength: 64 }), jsonValue),
     tokens: fc.oneof(fc.array(fc.oneof(fc.integer(), fc.double(), jsonValue), { maxLength: 20 }), jsonValue),
     max_new_tokens: fc.oneof(fc.integer({ min: -5, max: 1 << 21 }), fc.double(), jsonValue),
@@ -41,8 +42,9 @@ const recordLike = fc.record(
   { requiredKeys: [] },
 );
 
-function checkOp(op: SessionOp, key: string): void {
+function checkOp(op: SessionOp, key: string, record?: Record<string, unknown>): void {
   expect(op.session).toBe(key);
+  if (typeof record?.tenant === "string") expect(key.startsWith(`${record.tenant}/`)).toBe(true);
   expect(typeof op.requestId).toBe("string");
   expect(op.requestId.length).toBeGreaterThan(0);
   if (op.kind === "append") {
@@ -56,10 +58,10 @@ function checkOp(op: SessionOp, key: string): void {
   } else expect(op.kind).toBe("close");
 }
 
-function decodeOrReject(key: Buffer | null, value: Buffer | null): void {
+function decodeOrReject(key: Buffer | null, value: Buffer | null, record?: Record<string, unknown>): void {
   try {
     const op = decodeInputRecord(key, value, MAX);
-    checkOp(op, key!.toString("utf8"));
+    checkOp(op, key!.toString("utf8"), record);
   } catch (err) {
     if (!(err instanceof MalformedRecordError)) throw err;
     expect(err.message.length).toBeGreaterThan(0);
@@ -83,9 +85,9 @@ describe("fuzz: Kafka record decoding", () => {
 
   it(`record-shaped JSON: ${RUNS} cases`, { timeout: timeoutFor(RUNS) }, () => {
     fc.assert(
-      fc.property(fc.string({ minLength: 0, maxLength: 300 }), recordLike, (key, record) => {
+      fc.property(fc.oneof(fc.string({ minLength: 0, maxLength: 300 }), fc.constantFrom("acme/s", "beta/s", "s")), recordLike, (key, record) => {
         counter.hit("record-shaped JSON");
-        decodeOrReject(Buffer.from(key), Buffer.from(JSON.stringify(record)));
+        decodeOrReject(Buffer.from(key), Buffer.from(JSON.stringify(record)), record);
       }),
       { numRuns: RUNS },
     );
