@@ -63,7 +63,7 @@ function single(metadata: Metadata, key: string): string | undefined {
 export class Authenticator {
   #tokens: Map<string, StaticToken>;
   readonly #enabled: boolean;
-  readonly #jwt: JwtVerifier | undefined;
+  #jwt: JwtVerifier | undefined;
   readonly #tenantClaim: string;
   readonly #peerSecret: Buffer | undefined;
   #onFailure: (reason: AuthFailure) => void = () => undefined;
@@ -74,6 +74,11 @@ export class Authenticator {
     this.#tenantClaim = options.jwtTenantClaim ?? "tenant";
     this.#peerSecret = options.peerSecret;
     this.#enabled = options.required ?? (this.#tokens.size > 0 || this.#jwt !== undefined);
+  }
+
+  /** Replaces the JWT verifier (a rotated public key). */
+  replaceJwt(verifier: JwtVerifier): void {
+    this.#jwt = verifier;
   }
 
   /** Replaces the static tokens (a reloaded tenants file); calls in flight keep the principal they got. */

@@ -42,6 +42,19 @@ function readSecret(path: string, what: string): Buffer {
   return Buffer.from(text, "utf8");
 }
 
+/** Calls `reload` when the file changes (checked every `intervalMs`); returns the function that stops watching. */
+function watchSettingsFile(path: string, intervalMs: number, log: Logger | undefined, reload: () => Record<string, unknown>): () => void {
+  watchFile(path, { interval: intervalMs, persistent: false }, (now, before) => {
+    if (now.mtimeMs === before.mtimeMs && now.ino === before.ino && now.size === before.size) return;
+    try {
+      log?.info("settings file reloaded", { file: path, ...reload() });
+    } catch (err) {
+      log?.warn("settings file not reloaded; what was in force stays", { file: path, error: (err as Error).message });
+    }
+  });
+  return () => unwatchFile(path);
+}
+
 export function buildWorkerSecurity(settings: SecuritySettings, log?: Logger): WorkerSecurity {
   let tenants: TenantsFile = { tokens: [], limits: new Map() };
   if (settings.tenantsFile) {
@@ -66,29 +79,34 @@ export function buildWorkerSecurity(settings: SecuritySettings, log?: Logger): W
     ...(peerSecret ? { peerSecret } : {}),
     required: settings.tenantsFile !== undefined || jwt !== undefined,
   });
-  if (settings.tenantsFile && !authenticator.enabled && !jwt)
+  if (settings.tenantsFile && tenants.tokens.length === 0 && !jwt)
     throw new ConfigError(`the tenants file ${settings.tenantsFile} lists no tokens and no JWT key is configured: nobody could call`);
   const limiter = new TenantLimiter({ defaults: settings.tenantLimits, overrides: tenants.limits, global: settings.globalLimits });
-  // A changed tenants file (a token added or revoked, a limit changed) applies without a restart;
-  // a file that does not parse is reported and the tokens in force stay.
-  let close = (): void => undefined;
+  // A changed tenants file (a token added or revoked, a limit changed) or JWT key applies without a
+  // restart; a file that does not load is reported and what is in force stays.
+  const watchers: Array<() => void> = [];
   const tenantsFile = settings.tenantsFile;
-  if (tenantsFile) {
-    const reload = (): void => {
-      try {
+  if (tenantsFile)
+    watchers.push(
+      watchSettingsFile(tenantsFile, settings.tenantsRefreshMs, log, () => {
         const next = loadTenantsFile(tenantsFile);
         authenticator.replaceTokens(next.tokens);
         limiter.replaceOverrides(next.limits);
-        log?.info("tenants file reloaded", { file: tenantsFile, tokens: next.tokens.length, tenants: new Set(next.tokens.map((t) => t.tenant)).size });
-      } catch (err) {
-        log?.warn("tenants file not reloaded; the previous tokens stay in force", { file: tenantsFile, error: (err as Error).message });
-      }
-    };
-    watchFile(tenantsFile, { interval: settings.tenantsRefreshMs, persistent: false }, (now, before) => {
-      if (now.mtimeMs !== before.mtimeMs || now.ino !== before.ino || now.size !== before.size) reload();
-    });
-    close = () => unwatchFile(tenantsFile);
-  }
+        return { tokens: next.tokens.length, tenants: new Set(next.tokens.map((t) => t.tenant)).size };
+      }),
+    );
+  const jwtSettings = settings.jwt;
+  if (jwtSettings)
+    watchers.push(
+      watchSettingsFile(jwtSettings.publicKeyFile, settings.tenantsRefreshMs, log, () => {
+        const verifier = new JwtVerifier({ publicKey: readFileSync(jwtSettings.publicKeyFile), issuer: jwtSettings.issuer, audience: jwtSettings.audience });
+        authenticator.replaceJwt(verifier);
+        return { algorithm: verifier.algorithm };
+      }),
+    );
+  const close = (): void => {
+    for (const unwatch of watchers.splice(0)) unwatch();
+  };
   const tenantOf = authenticator.enabled ? tenantOfKey : () => DEFAULT_TENANT;
   const tls = settings.grpcTls;
   const forwarding: WorkerSecurity["forwarding"] = {};

@@ -52,7 +52,7 @@ export interface WorkerConfig {
 export interface SecuritySettings {
   /** Static bearer tokens and per-tenant limit overrides (services/security/tenants-file.ts). */
   tenantsFile: string | undefined;
-  /** How often the tenants file is checked for changes (a changed file is reloaded without a restart). */
+  /** How often the tenants file and JWT key are checked for changes (a changed file applies without a restart). */
   tenantsRefreshMs: number;
   jwt: { publicKeyFile: string; issuer: string; audience: string; tenantClaim: string } | undefined;
   /** File holding the secret workers sign forwarded calls with. */
@@ -117,7 +117,7 @@ const SETTINGS = {
   maxInputTokens: { flag: "max-input-tokens", env: "STREAMSINK_MAX_INPUT_TOKENS", help: "largest append or prompt", fallback: String(DEFAULT_LIMITS.maxInputTokens) },
   maxMessageBytes: { flag: "max-message-bytes", env: "STREAMSINK_MAX_MESSAGE_BYTES", help: "largest gRPC message or Kafka record", fallback: String(4 << 20) },
   tenantsFile: { flag: "tenants-file", env: "STREAMSINK_TENANTS_FILE", help: "JSON: bearer tokens -> tenants, per-tenant limits (set = authentication on)" },
-  tenantsRefresh: { flag: "tenants-refresh-ms", env: "STREAMSINK_TENANTS_REFRESH_MS", help: "how often the tenants file is checked for changes", fallback: "5000" },
+  tenantsRefresh: { flag: "tenants-refresh-ms", env: "STREAMSINK_TENANTS_REFRESH_MS", help: "how often the tenants file and JWT key are checked for changes", fallback: "5000" },
   jwtPublicKey: { flag: "jwt-public-key-file", env: "STREAMSINK_JWT_PUBLIC_KEY_FILE", help: "PEM public key (RSA: RS256, P-256: ES256) for JWT bearer tokens" },
   jwtIssuer: { flag: "jwt-issuer", env: "STREAMSINK_JWT_ISSUER", help: "required JWT iss" },
   jwtAudience: { flag: "jwt-audience", env: "STREAMSINK_JWT_AUDIENCE", help: "required JWT aud" },
