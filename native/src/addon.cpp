@@ -82,6 +82,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                       InstanceMethod("sessionInfo", &NativeModel::GetSessionInfo),
                                       InstanceMethod("step", &NativeModel::Step),
                                       InstanceMethod("exportSession", &NativeModel::ExportSession),
+                                      InstanceMethod("exportSessionSince", &NativeModel::ExportSessionSince),
                                       InstanceMethod("importSession", &NativeModel::ImportSession),
                                       InstanceMethod("dispose", &NativeModel::Dispose)});
     constructor = Napi::Persistent(cls);
@@ -187,6 +188,16 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Env env = info.Env();
     return guarded(env, [&] {
       std::vector<uint8_t> bytes = engine(env).export_session(session_arg(info));
+      return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
+    });
+  }
+
+  // exportSessionSince(session, fromTokens): see Engine::export_session_since.
+  Napi::Value ExportSessionSince(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&] {
+      if (info.Length() < 2 || !info[1].IsNumber()) throw EngineError(ErrorCode::InvalidArgument, "exportSessionSince expects (session, fromTokens)");
+      std::vector<uint8_t> bytes = engine(env).export_session_since(session_arg(info), info[1].As<Napi::Number>().Int64Value());
       return Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
     });
   }

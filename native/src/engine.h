@@ -61,11 +61,20 @@ class Engine {
   std::vector<StepOutput> step(const std::vector<StepEntry>& entries, bool return_next);
 
   std::vector<uint8_t> export_session(uint64_t id) const;
+  // For incremental snapshot stores: what changed since the session's cache
+  // stream held `from_tokens` tokens (< 0: everything). Layout: u8 kind;
+  // kind 0 (no sink + window cache): the whole export follows. Kind 1: u64
+  // length + the export with empty SINK and WIND parts (the skeleton), u8
+  // with-sinks, u64 length + the sink payload, u32 n, n x i32 window ring
+  // slots, then those slots, each per layer K then V (kv_heads x head_dim
+  // fp32). Costs what it copies, not the cache size.
+  std::vector<uint8_t> export_session_since(uint64_t id, int64_t from_tokens) const;
   uint64_t import_session(const uint8_t* data, size_t size);
 
  private:
   Session& find(uint64_t id);
   const Session& find(uint64_t id) const;
+  std::vector<uint8_t> encode_session(const Session& s, bool with_cache) const;
   void step_recompute(Session& s, const std::vector<int32_t>& tokens, std::vector<float>& row_logprobs, bool all);
   SessionOptions validate_options(SessionOptions o) const;
   void run_forward(std::vector<ForwardSequence>& seqs);

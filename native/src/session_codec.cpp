@@ -108,8 +108,11 @@ void scatter_slots(KvCache& cache, int64_t begin, int64_t end, const float* src)
 
 }  // namespace
 
-std::vector<uint8_t> Engine::export_session(uint64_t id) const {
-  const Session& s = find(id);
+std::vector<uint8_t> Engine::export_session(uint64_t id) const { return encode_session(find(id), true); }
+
+// `with_cache` false: the SINK and WIND parts are written empty (the skeleton
+// of export_session_slots).
+std::vector<uint8_t> Engine::encode_session(const Session& s, bool with_cache) const {
   const ModelConfig& c = model_->config();
   Writer w;
   w.bytes(kMagic, 8);
@@ -138,7 +141,10 @@ std::vector<uint8_t> Engine::export_session(uint64_t id) const {
   w.bytes(h.buf.data(), h.buf.size());
   w.put<uint32_t>(crc32(h.buf.data(), h.buf.size()));
 
-  if (s.cache) {
+  if (s.cache && !with_cache) {
+    put_part(w, kTagSink, nullptr, 0);
+    put_part(w, kTagWind, nullptr, 0);
+  } else if (s.cache) {
     KvCache& cache = *s.cache;
     // A GPU cache is copied to host (fp32) for the encoding, then dropped again.
     if (gpu_) gpu_->download(cache);
@@ -161,6 +167,57 @@ std::vector<uint8_t> Engine::export_session(uint64_t id) const {
   put_part(w, kTagToks, toks.data(), toks.size() * sizeof(int32_t));
   if (s.has_last) put_part(w, kTagLast, s.last_logprobs.data(), s.last_logprobs.size() * sizeof(float));
   w.bytes(kTrailer, 8);
+  return std::move(w.buf);
+}
+
+std::vector<uint8_t> Engine::export_session_since(uint64_t id, int64_t from_tokens) const {
+  const Session& s = find(id);
+  Writer w;
+  if (!s.cache || !s.cache->shape().bounded()) {
+    w.put<uint8_t>(0);
+    std::vector<uint8_t> whole = encode_session(s, true);
+    w.bytes(whole.data(), whole.size());
+    return std::move(w.buf);
+  }
+  KvCache& cache = *s.cache;
+  const int64_t S = s.options.sinks, W = s.options.window, t1 = cache.tokens();
+  const int64_t filled_slots = std::min(t1, cache.shape().capacity());
+  const int64_t sink_end = std::min(S, filled_slots);
+  // Token t >= S is in window slot (t - S) mod W: the slots written since
+  // `from_tokens`, or all of them (a first write, or a whole window went by).
+  const bool all = from_tokens < 0 || from_tokens > t1;
+  const int64_t first = std::max(from_tokens, S);
+  std::vector<int32_t> slots;
+  if (all || t1 - first >= W) {
+    for (int64_t j = 0; j < filled_slots - sink_end; ++j) slots.push_back(int32_t(j));
+  } else {
+    for (int64_t t = first; t < t1; ++t) slots.push_back(int32_t((t - S) % W));
+  }
+  const bool with_sinks = all || from_tokens < S;
+  const std::vector<uint8_t> skeleton = encode_session(s, false);
+  if (gpu_) gpu_->download(cache);
+  struct DropHost {
+    KvCache& c;
+    bool on;
+    ~DropHost() {
+      if (on) c.set_host_storage(false);
+    }
+  } drop{cache, bool(gpu_)};
+  w.put<uint8_t>(1);
+  w.put<uint64_t>(skeleton.size());
+  w.bytes(skeleton.data(), skeleton.size());
+  const std::vector<float> sinks = with_sinks ? gather_slots(cache, 0, sink_end) : std::vector<float>{};
+  w.put<uint8_t>(with_sinks ? 1 : 0);
+  w.put<uint64_t>(sinks.size() * sizeof(float));
+  w.bytes(sinks.data(), sinks.size() * sizeof(float));
+  w.put<uint32_t>(uint32_t(slots.size()));
+  w.bytes(slots.data(), slots.size() * sizeof(int32_t));
+  const int64_t sf = cache.slot_floats();
+  for (int32_t j : slots)
+    for (int l = 0; l < cache.layers(); ++l) {
+      w.bytes(cache.layer_keys(l).data() + (sink_end + j) * sf, sizeof(float) * size_t(sf));
+      w.bytes(cache.layer_values(l).data() + (sink_end + j) * sf, sizeof(float) * size_t(sf));
+    }
   return std::move(w.buf);
 }
 

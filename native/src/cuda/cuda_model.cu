@@ -631,7 +631,9 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
   };
 
-  if (options_.graphs && causal_.empty()) {
+  // Graphs for decode steps only (one token per sequence): their shapes
+  // repeat step after step, while prefill chunk sizes vary.
+  if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
     const GraphKey key{int64_t(seqs.size()), rows, n_out, splits, chunk, rope_positions_};
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
