@@ -26,7 +26,11 @@ export const PLOT_USAGE = `usage: streamsink plot --out FILE.svg [--title TEXT] 
   point the mean NLL of the N tokens ending there; N defaults to the spacing), or a model's
   sink_metric.json (tools/train/sink_metric.py; drawn as attention to the first
   token by layer). All inputs must be of one kind. --first N draws only the first N
-  predictions of each report.`;
+  predictions of each report.
+  A GPU benchmark report (streamsink_gpu bench --out) plus, optionally, the PyTorch
+  baseline's report (tools/bench/torch_streaming.py --out) draws fraction of the
+  bandwidth roofline by batch, sinks vs recompute by cache size, and decode
+  throughput against the PyTorch StreamingLLM cache.`;
 
 /** What plotNll needs from a score report. */
 export interface NllRun {
@@ -132,6 +136,67 @@ interface ScoreReportLike {
   logprobs?: number[];
 }
 
+/** streamsink_gpu bench --out. */
+export interface GpuBenchReport {
+  gpu: string;
+  copy_bandwidth_bytes_per_s: number;
+  decode: Array<{ shape: string; batch: number; ms_per_step: number; tokens_per_s: number; fraction_of_roofline: number }>;
+  sinks_vs_recompute?: Array<{ cache: number; sinks_ms: number; recompute_ms: number }>;
+}
+
+/** tools/bench/torch_streaming.py --out. */
+export interface TorchBenchReport {
+  gpu: string;
+  results: Array<{ batch: number; ms_per_step: number; tokens_per_s: number }>;
+  recompute?: Array<{ window: number; ms_per_token: number }>;
+}
+
+export const isGpuBench = (x: unknown): x is GpuBenchReport =>
+  typeof x === "object" && x !== null && Array.isArray((x as GpuBenchReport).decode) && "copy_bandwidth_bytes_per_s" in x;
+export const isTorchBench = (x: unknown): x is TorchBenchReport =>
+  typeof x === "object" && x !== null && Array.isArray((x as TorchBenchReport).results) && "transformers" in x;
+
+export function renderGpuBenchPlot(bench: GpuBenchReport, torch?: TorchBenchReport, title?: string): string {
+  const shapes = [...new Set(bench.decode.map((d) => d.shape))];
+  const perShape = (f: (d: GpuBenchReport["decode"][number]) => number): Series[] =>
+    shapes.map((shape) => ({
+      label: `streamsink ${shape}`,
+      points: bench.decode.filter((d) => d.shape === shape).map((d): [number, number] => [d.batch, f(d)]),
+    }));
+  const roofline: Panel = {
+    title: title ?? `Decode, cache 4+2044 (${bench.gpu})`,
+    xLabel: "concurrent sessions (batch)",
+    yLabel: "fraction of bandwidth roofline",
+    logX: true,
+    series: perShape((d) => d.fraction_of_roofline),
+  };
+  const panels: Panel[] = [roofline];
+  if (bench.sinks_vs_recompute?.length) {
+    const series: Series[] = [
+      { label: "streamsink sinks", points: bench.sinks_vs_recompute.map((r): [number, number] => [r.cache, r.sinks_ms]) },
+      { label: "streamsink recompute", points: bench.sinks_vs_recompute.map((r): [number, number] => [r.cache, r.recompute_ms]) },
+    ];
+    if (torch?.recompute?.length)
+      series.push({ label: "PyTorch recompute", points: torch.recompute.map((r): [number, number] => [r.window, r.ms_per_token]) });
+    panels.push({ title: "Per-token latency, Llama-2-7B shape, batch 1", xLabel: "cache size (tokens)", yLabel: "ms per token", logX: true, logY: true, series });
+  }
+  if (torch?.results.length) {
+    const llama = bench.decode.filter((d) => d.shape === shapes[0]);
+    panels.push({
+      title: "StreamingLLM decode throughput",
+      xLabel: "concurrent sessions (batch)",
+      yLabel: "tokens per second",
+      logX: true,
+      logY: true,
+      series: [
+        { label: `streamsink ${shapes[0]}`, points: llama.map((d): [number, number] => [d.batch, d.tokens_per_s]) },
+        { label: "PyTorch + transformers", points: torch.results.map((r): [number, number] => [r.batch, r.tokens_per_s]) },
+      ],
+    });
+  }
+  return renderSvg(panels, `streamsink_gpu bench, bf16, roofline = weight + cache bytes per step at the measured copy bandwidth (${(bench.copy_bandwidth_bytes_per_s / 1e12).toFixed(2)} TB/s)`);
+}
+
 export async function runPlot(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -158,7 +223,10 @@ export async function runPlot(argv: string[]): Promise<void> {
   const isMetric = (x: unknown) => typeof x === "object" && x !== null && Array.isArray((x as SinkMetricFile).attn_to_first_mean);
   const isReport = (x: unknown) => typeof x === "object" && x !== null && Array.isArray((x as ScoreReportLike).logprobs);
   let svg: string;
-  if (inputs.every(isMetric)) {
+  const gpu = inputs.find(isGpuBench);
+  if (gpu && inputs.every((x) => isGpuBench(x) || isTorchBench(x)) && inputs.filter(isGpuBench).length === 1) {
+    svg = renderGpuBenchPlot(gpu, inputs.find(isTorchBench), values.title);
+  } else if (inputs.every(isMetric)) {
     svg = renderSinkMetricPlot(inputs as SinkMetricFile[], values.title);
   } else if (inputs.every(isReport)) {
     const reports = inputs as ScoreReportLike[];
