@@ -193,7 +193,7 @@ export class SessionHost {
     if (hasText) {
       const tokenizer = this.engine.tokenizer;
       if (!tokenizer) throw new InvalidRequestError(`${what}: the model has no tokenizer; send token ids`);
-      if (input!.text!.length > this.limits.maxInputTokens * 8) throw new InvalidRequestError(`${what}: text longer than the input limit`);
+      if (input!.text!.length > this.limits.maxInputTokens * 8) throw new LimitExceededError(`${what}: text longer than the input limit`, "input_tokens");
       ids = tokenizer.encode(input!.text!);
     } else if (hasTokens) {
       ids = [...input!.tokens!];
@@ -205,7 +205,7 @@ export class SessionHost {
     }
     if (ids.length === 0 && !allowEmpty) throw new InvalidRequestError(`${what}: empty input`);
     if (ids.length > this.limits.maxInputTokens)
-      throw new InvalidRequestError(`${what}: ${ids.length} tokens exceed the limit of ${this.limits.maxInputTokens}`);
+      throw new LimitExceededError(`${what}: ${ids.length} tokens exceed the limit of ${this.limits.maxInputTokens}`, "input_tokens");
     return ids;
   }
 

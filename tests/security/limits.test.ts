@@ -69,7 +69,7 @@ describe("limits on an embedded worker", () => {
     const args = [
       "--model", modelDir("llama-gqa"), "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
       "--snapshot-dir", join(sec.dir, "snapshots"), "--sinks", "4", "--window", "28",
-      "--tenants-file", sec.tenantsFile, "--max-message-bytes", "4096", "--max-sessions", "5",
+      "--tenants-file", sec.tenantsFile, "--max-message-bytes", "4096", "--max-sessions", "5", "--max-input-tokens", "100",
     ];
     worker = await Worker.start(loadWorkerConfig(args, {}), { log: createLogger("error") });
   });
@@ -158,6 +158,10 @@ describe("limits on an embedded worker", () => {
     expect(metricValue(await metrics(), "sessions", "delta")).toBe(1);
     await delta.closeSession("d2");
     await delta.append({ sessionId: "d3", input: { tokens: [1, 2] } });
+    // The worker's own input limit (100 tokens) holds for a tenant without one.
+    await delta.append({ sessionId: "d3", input: { tokens: ids.slice(0, 100) } });
+    expect(await statusOf(delta.append({ sessionId: "d3", input: { tokens: ids.slice(0, 101) } }))).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(metricValue(await metrics(), "input_tokens", "delta")).toBe(1);
   });
 
   it("keeps a session's memory at its fixed cache however much is appended", async () => {
