@@ -64,6 +64,9 @@ export interface SecuritySettings {
   grpcTls: { certFile: string; keyFile: string; clientCaFile: string | undefined; caFile: string | undefined; refreshMs: number } | undefined;
   /** CA of the Kafka brokers' certificates (with --kafka-ssl true); absent = the system's roots. */
   kafkaTlsCa: string | undefined;
+  /** Client certificate and key for brokers that require one (mutual TLS). */
+  kafkaTlsCert: string | undefined;
+  kafkaTlsKey: string | undefined;
   /** Redis ACL user and TLS beyond what the URL says (rediss:// turns TLS on). */
   redis: { username: string | undefined; password: string | undefined; caFile: string | undefined; certFile: string | undefined; keyFile: string | undefined };
 }
@@ -136,6 +139,8 @@ const SETTINGS = {
   grpcTlsClientCa: { flag: "grpc-tls-client-ca", env: "STREAMSINK_GRPC_TLS_CLIENT_CA", help: "CA for client certificates: require mutual TLS" },
   grpcTlsCa: { flag: "grpc-tls-ca", env: "STREAMSINK_GRPC_TLS_CA", help: "CA other workers' certificates are checked against when forwarding (default: --grpc-tls-client-ca)" },
   kafkaTlsCa: { flag: "kafka-tls-ca", env: "STREAMSINK_KAFKA_TLS_CA", help: "CA of the brokers' certificates (with --kafka-ssl true)" },
+  kafkaTlsCert: { flag: "kafka-tls-cert", env: "STREAMSINK_KAFKA_TLS_CERT", help: "client certificate for brokers that require one (with --kafka-ssl true)" },
+  kafkaTlsKey: { flag: "kafka-tls-key", env: "STREAMSINK_KAFKA_TLS_KEY", help: "key of --kafka-tls-cert" },
   redisUsername: { flag: "redis-username", env: "STREAMSINK_REDIS_USERNAME", help: "Redis ACL user (password from STREAMSINK_REDIS_PASSWORD)" },
   redisTlsCa: { flag: "redis-tls-ca", env: "STREAMSINK_REDIS_TLS_CA", help: "CA of the Redis server certificate (rediss:// URLs)" },
   redisTlsCert: { flag: "redis-tls-cert", env: "STREAMSINK_REDIS_TLS_CERT", help: "client certificate for Redis servers that require one" },
@@ -268,8 +273,14 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     throw new ConfigError(`Redis TLS settings need a rediss:// URL in ${name(SETTINGS.redisUrl)}`);
   const kafkaTlsCa = file(SETTINGS.kafkaTlsCa);
   if (kafkaTlsCa !== undefined && raw(SETTINGS.kafkaSsl) !== "true") throw new ConfigError(`${name(SETTINGS.kafkaTlsCa)} needs ${name(SETTINGS.kafkaSsl)} true`);
+  const kafkaTlsCert = file(SETTINGS.kafkaTlsCert);
+  const kafkaTlsKey = file(SETTINGS.kafkaTlsKey);
+  if ((kafkaTlsCert === undefined) !== (kafkaTlsKey === undefined)) throw new ConfigError(`${name(SETTINGS.kafkaTlsCert)} and ${name(SETTINGS.kafkaTlsKey)} go together`);
+  if (kafkaTlsCert !== undefined && raw(SETTINGS.kafkaSsl) !== "true") throw new ConfigError(`${name(SETTINGS.kafkaTlsCert)} needs ${name(SETTINGS.kafkaSsl)} true`);
   const security: SecuritySettings = {
     kafkaTlsCa,
+    kafkaTlsCert,
+    kafkaTlsKey,
     redis: {
       username: raw(SETTINGS.redisUsername),
       password: env.STREAMSINK_REDIS_PASSWORD !== undefined && env.STREAMSINK_REDIS_PASSWORD !== "" ? env.STREAMSINK_REDIS_PASSWORD : undefined,

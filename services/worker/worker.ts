@@ -5,8 +5,6 @@
  * single self-contained worker: ops run directly, snapshots go to a local
  * directory and sessions survive a restart.
  */
-import { readFileSync } from "node:fs";
-
 import { Redis } from "ioredis";
 
 import { Engine } from "../engine/index.js";
@@ -14,7 +12,7 @@ import { GrpcServer } from "../grpc/grpc-server.js";
 import { LocalSessionGateway, type SessionGateway } from "../grpc/session-gateway.js";
 import { SecurityMetrics } from "../security/security-metrics.js";
 import { TenantGateway } from "../security/tenant-gateway.js";
-import { buildWorkerSecurity, logPlaintextWarnings, redisConnectionOptions } from "../security/worker-security.js";
+import { buildWorkerSecurity, kafkaTlsOptions, logPlaintextWarnings, redisConnectionOptions } from "../security/worker-security.js";
 import { ClusterSessionGateway } from "./cluster-gateway.js";
 import type { WorkerConfig } from "./config.js";
 import { KafkaRuntime } from "./kafka/kafka-runtime.js";
@@ -194,7 +192,7 @@ export class Worker {
           deadLetterTopic: config.kafkaDeadLetterTopic,
           partitions: config.kafkaPartitions,
           maxMessageBytes: config.maxMessageBytes,
-          ssl: config.kafkaSsl && config.security.kafkaTlsCa ? { ca: [readFileSync(config.security.kafkaTlsCa)] } : config.kafkaSsl,
+          ssl: kafkaTlsOptions(config.kafkaSsl, config.security),
           sasl: config.kafkaSasl,
           checkpointMs: interval,
           checkpointEveryTokens: config.snapshotEveryTokens,
