@@ -438,16 +438,19 @@ describe("helm chart: security", () => {
     expect(volume.secret).toEqual({ secretName: "rel-streamsink-auth", defaultMode: 0o440 });
   });
 
-  it("trusts the Kafka and Redis CAs from Secrets and logs in to Redis as an ACL user", () => {
+  it("trusts the Kafka and Redis CAs from Secrets, presents a client certificate to Kafka, logs in to Redis as an ACL user", () => {
     const objs = render({}, [SECURED]);
     const data = one(objs, "ConfigMap").data;
     expect(data.STREAMSINK_KAFKA_SSL).toBe("true");
     expect(data.STREAMSINK_KAFKA_TLS_CA).toBe("/etc/streamsink/kafka-ca/ca.crt");
+    expect(data.STREAMSINK_KAFKA_TLS_CERT).toBe("/etc/streamsink/kafka-client/tls.crt");
+    expect(data.STREAMSINK_KAFKA_TLS_KEY).toBe("/etc/streamsink/kafka-client/tls.key");
     expect(data.STREAMSINK_REDIS_TLS_CA).toBe("/etc/streamsink/redis-ca/ca.crt");
     expect(data.STREAMSINK_REDIS_USERNAME).toBe("streamsink");
     const volumes = one(objs, "Deployment").spec.template.spec.volumes as K8sObject[];
     expect(volumes.find((v) => v.name === "kafka-ca")!.secret).toEqual({ secretName: "kafka-ca", items: [{ key: "ca.crt", path: "ca.crt" }] });
     expect(volumes.find((v) => v.name === "redis-ca")!.secret.secretName).toBe("redis-ca");
+    expect(volumes.find((v) => v.name === "kafka-client")!.secret).toEqual({ secretName: "streamsink-kafka-client", defaultMode: 0o440 });
     const w = container(objs, "worker")!;
     expect((w.volumeMounts as K8sObject[]).map((m) => m.mountPath)).toEqual(expect.arrayContaining(["/etc/streamsink/kafka-ca", "/etc/streamsink/redis-ca"]));
     expect(envOf(w, "STREAMSINK_REDIS_URL")!.value).toBe("rediss://:$(REDIS_PASSWORD)@redis.data:6380/0");
