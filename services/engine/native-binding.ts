@@ -71,6 +71,8 @@ export interface NativeModel {
   sessionInfo(session: number): NativeSessionInfo;
   step(entries: NativeStepEntry[], returnNext: boolean): Promise<NativeStepOutput[]>;
   exportSession(session: number): Buffer;
+  /** What changed since the cache held `fromTokens` tokens (engine.h, export_session_since). */
+  exportSessionSince(session: number, fromTokens: number): Buffer;
   importSession(bytes: Uint8Array): number;
   dispose(): void;
 }

@@ -32,6 +32,11 @@ export interface GenerateResult {
   finishReason: FinishReason;
 }
 
+/** Session.exportSince: the whole export, or what changed in a sink + window cache. */
+export type SessionDelta =
+  | { kind: "whole"; bytes: Buffer }
+  | { kind: "slots"; skeleton: Buffer; sinks: Buffer | undefined; slots: number[]; slotBytes: Buffer };
+
 export class Session implements AsyncDisposable {
   readonly engine: Engine;
   readonly id: number;
@@ -115,6 +120,31 @@ export class Session implements AsyncDisposable {
   async export(): Promise<Buffer> {
     const id = this.requireOpen();
     return this.engine.run((n) => n.exportSession(id));
+  }
+
+  /**
+   * For incremental snapshot stores: what changed since the session's cache
+   * stream held `fromTokens` tokens (< 0: everything), copying only that.
+   * `whole` for a session without a sink + window cache (dense, recompute).
+   * Otherwise the export with empty SINK and WIND parts (`skeleton`), the
+   * sink payload when it may have changed, and the window ring slots written
+   * since, each 2 x layers x kv_heads x head_dim fp32 (per layer K then V).
+   */
+  async exportSince(fromTokens: number): Promise<SessionDelta> {
+    const id = this.requireOpen();
+    const raw = await this.engine.run((n) => n.exportSessionSince(id, fromTokens));
+    if (raw.readUInt8(0) === 0) return { kind: "whole", bytes: raw.subarray(1) };
+    let at = 1;
+    const skeletonLength = Number(raw.readBigUInt64LE(at));
+    const skeleton = raw.subarray(at + 8, at + 8 + skeletonLength);
+    at += 8 + skeletonLength;
+    const withSinks = raw.readUInt8(at) === 1;
+    const sinksLength = Number(raw.readBigUInt64LE(at + 1));
+    const sinks = raw.subarray(at + 9, at + 9 + sinksLength);
+    at += 9 + sinksLength;
+    const count = raw.readUInt32LE(at);
+    const slots = Array.from({ length: count }, (_, i) => raw.readInt32LE(at + 4 + 4 * i));
+    return { kind: "slots", skeleton, sinks: withSinks ? sinks : undefined, slots, slotBytes: raw.subarray(at + 4 + 4 * count) };
   }
 
   /** Frees the session. Safe to call twice. */

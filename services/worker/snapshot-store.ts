@@ -8,6 +8,8 @@ import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
+import type { SessionDelta } from "../engine/index.js";
+
 /** What a snapshot covers in the session's input log. */
 export interface SnapshotMeta {
   /** Input-topic partition of the session, when it came from Kafka. */
@@ -27,6 +29,10 @@ export interface SnapshotStore {
   delete(session: string, meta?: SnapshotMeta): Promise<void>;
   /** Forgets per-session write state (the session was closed or moved away); optional. */
   forgetWriter?(session: string): void;
+  /** Incremental stores: the cache token count their next delta starts from (Session.exportSince). */
+  incrementalBase?(session: string): number;
+  /** Incremental stores: writes a Session.exportSince result; resolves to the bytes written. */
+  saveDelta?(session: string, delta: SessionDelta, meta: SnapshotMeta): Promise<number>;
 }
 
 export class CorruptSnapshotError extends Error {

@@ -10,7 +10,7 @@
  * the session counts as closed: restore() ignores its old snapshot, so a
  * failed delete never brings a closed session back.
  */
-import { type Engine, type Session, SnapshotError } from "../engine/index.js";
+import { type Engine, type Session, type SessionDelta, SnapshotError } from "../engine/index.js";
 import { OwnerUnavailableError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { SessionHost } from "./session-host.js";
@@ -193,8 +193,13 @@ export class Snapshotter {
         const t0 = performance.now();
         const meta = this.#metaFor(id);
         const closedBefore = this.#deleting.get(id);
-        const bytes = await session.export();
-        const written = (await this.#store.save(id, bytes, meta)) ?? bytes.length;
+        const base = this.#store.saveDelta ? this.#store.incrementalBase?.(id) : undefined;
+        let written: number;
+        if (base !== undefined) written = await this.#store.saveDelta!(id, await session.exportSince(base), meta);
+        else {
+          const bytes = await session.export();
+          written = (await this.#store.save(id, bytes, meta)) ?? bytes.length;
+        }
         this.#savedOver(id, closedBefore);
         this.stats.saved++;
         this.stats.savedBytes += written;
@@ -232,15 +237,18 @@ export class Snapshotter {
       if (!session || !meta) return resolve(undefined);
       const t0 = performance.now();
       const closedBefore = this.#deleting.get(id);
-      const exported = session.export();
+      // An incremental store gets only what changed since its last write.
+      const base = this.#store.saveDelta ? this.#store.incrementalBase?.(id) : undefined;
+      const exported: Promise<{ delta: SessionDelta } | { bytes: Buffer }> =
+        base === undefined ? session.export().then((bytes) => ({ bytes })) : session.exportSince(base).then((delta) => ({ delta }));
       exported.catch(() => undefined);
       const prerequisite = before?.();
       prerequisite?.catch(() => undefined);
       const write = this.#flushing
         .then(async () => {
           await prerequisite;
-          const bytes = await exported;
-          const written = (await this.#store.save(id, bytes, meta)) ?? bytes.length;
+          const e = await exported;
+          const written = "delta" in e ? await this.#store.saveDelta!(id, e.delta, meta) : ((await this.#store.save(id, e.bytes, meta)) ?? e.bytes.length);
           this.#savedOver(id, closedBefore);
           this.stats.saved++;
           this.stats.savedBytes += written;

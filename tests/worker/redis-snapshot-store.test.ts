@@ -10,8 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine, type Session } from "../../services/engine/index.js";
 import { RedisKeys } from "../../services/worker/redis/keys.js";
 import { OwnershipRegistry } from "../../services/worker/redis/ownership-registry.js";
-import { RedisSnapshotStore, StaleOwnerError } from "../../services/worker/redis/redis-snapshot-store.js";
-import { changedSlots } from "../../services/worker/redis/window-slots.js";
+import { RedisSnapshotStore, SnapshotBaseMovedError, StaleOwnerError } from "../../services/worker/redis/redis-snapshot-store.js";
 import { CorruptSnapshotError, encodeEnvelope } from "../../services/worker/snapshot-store.js";
 import { loadGolden, modelDir } from "../helpers/fixtures.js";
 import { type RedisHandle, startRedis } from "../helpers/infra.js";
@@ -46,54 +45,83 @@ describe("RedisSnapshotStore", () => {
   it("stores a sinks+window session incrementally: sinks once, then only the window slots written since", async () => {
     const store = new RedisSnapshotStore(redis, keys, 600);
     const session = await engine.openSession({ policy: "sinks", sinks: 4, window: 28, sinkToken: "none" });
-    await session.append(ids.slice(0, 20));
-    const full = await session.export();
-    const first = await store.save("inc", full, { inputOffset: "1" });
-    expect(first).toBeGreaterThan(full.length * 0.9); // the first write is whole
+    await session.append(ids.slice(0, 2));
+    const first = await session.exportSince(store.incrementalBase("inc"));
+    expect(first).toMatchObject({ kind: "slots", slots: [] }); // 2 tokens: both in sinks
+    await store.saveDelta("inc", first, { inputOffset: "0" });
     await expectStored(store, "inc", session);
-    const slotBytes = (await redis.hgetBuffer(keys.snapshot("inc"), "w:0"))!.length;
-    for (const [from, to] of [[20, 23], [23, 31], [31, 32], [32, 70]] as const) {
-      await session.append(ids.slice(from, to));
-      const bytes = await session.export();
-      const written = await store.save("inc", bytes, { inputOffset: String(to) });
-      const slots = Math.min(to - from, 28);
-      // Only the changed slots (plus the small parts: header, token state, last distribution).
-      expect(written).toBeGreaterThanOrEqual(slots * slotBytes);
-      const smallParts = bytes.length - Math.min(to, 32) * slotBytes; // header, token state, last distribution
-      expect(written).toBeLessThan(slots * slotBytes + smallParts + 1024);
+    let cacheTokens = 2;
+    for (const to of [20, 23, 31, 32, 70]) {
+      await session.append(ids.slice(cacheTokens, to));
+      const delta = await session.exportSince(store.incrementalBase("inc"));
+      if (delta.kind !== "slots") throw new Error("expected a slot delta");
+      // Exactly the ring slots of the tokens since (token t >= 4 in slot (t - 4) mod 28), or all after a whole window.
+      const since = Array.from({ length: to - Math.max(cacheTokens, 4) }, (_, i) => (Math.max(cacheTokens, 4) + i - 4) % 28);
+      expect(delta.slots).toEqual(to - Math.max(cacheTokens, 4) >= 28 ? Array.from({ length: 28 }, (_, j) => j) : since);
+      expect(delta.sinks !== undefined).toBe(cacheTokens < 4);
+      const whole = (await session.export()).length;
+      const written = await store.saveDelta("inc", delta, { inputOffset: String(to) });
+      const perSlot = delta.slotBytes.length / delta.slots.length;
+      const smallParts = whole - Math.min(to, 32) * perSlot; // header, token state, last distribution
+      // The changed slots (and the sinks while they fill), the small parts, and a little framing.
+      expect(written).toBeLessThan(delta.slotBytes.length + (delta.sinks?.length ?? 0) + smallParts + 1024);
       await expectStored(store, "inc", session);
+      cacheTokens = to;
     }
     expect((await store.load("inc"))!.meta.inputOffset).toBe("70");
     await session.close();
   });
 
-  it("writes whole when its base is not the stored generation, and detects a missing slot", async () => {
+  it("writes whole when its base is not the stored generation; refuses missing, stale or damaged slots", async () => {
     const a = new RedisSnapshotStore(redis, keys, 600);
     const b = new RedisSnapshotStore(redis, keys, 600);
     const s1 = await engine.openSession({ policy: "sinks", sinks: 4, window: 28, sinkToken: "none" });
     const s2 = await engine.openSession({ policy: "sinks", sinks: 4, window: 28, sinkToken: "none" });
     await s1.append(ids.slice(0, 40));
     await s2.append(ids.slice(50, 95));
-    await a.save("gen", await s1.export(), {});
-    await b.save("gen", await s2.export(), {}); // another writer (a new owner)
+    await a.saveDelta("gen", await s1.exportSince(a.incrementalBase("gen")), {});
+    await b.saveDelta("gen", await s2.exportSince(b.incrementalBase("gen")), {}); // another writer (a new owner)
     await s1.append(ids.slice(40, 45));
-    const bytes = await s1.export();
-    expect(await a.save("gen", bytes, {})).toBeGreaterThan(bytes.length * 0.9); // its delta was refused: whole
+    await expect(a.saveDelta("gen", await s1.exportSince(a.incrementalBase("gen")), {})).rejects.toBeInstanceOf(SnapshotBaseMovedError);
+    expect(a.incrementalBase("gen")).toBe(-1); // so the next one is whole
+    await a.saveDelta("gen", await s1.exportSince(a.incrementalBase("gen")), {});
     await expectStored(a, "gen", s1);
-    // A key lost (Redis restarted empty) makes the next write whole too.
+    // A key lost (Redis restarted empty): the delta is refused, the next write is whole.
     await redis.del(keys.snapshot("gen"));
     await s1.append(ids.slice(45, 47));
-    await a.save("gen", await s1.export(), {});
+    await expect(a.saveDelta("gen", await s1.exportSince(a.incrementalBase("gen")), {})).rejects.toBeInstanceOf(SnapshotBaseMovedError);
+    await a.saveDelta("gen", await s1.exportSince(a.incrementalBase("gen")), {});
     await expectStored(a, "gen", s1);
-    await redis.hdel(keys.snapshot("gen"), "w:3");
+    // A slot missing, holding another token, or damaged: refused at load.
+    const key = keys.snapshot("gen");
+    const w5 = (await redis.hgetBuffer(key, "w:5"))!;
+    await redis.hset(key, "w:5", (await redis.hgetBuffer(key, "w:6"))!);
     await expect(a.load("gen")).rejects.toBeInstanceOf(CorruptSnapshotError);
-    // A slot from another snapshot is caught by the engine's checksums.
-    await new RedisSnapshotStore(redis, keys, 600).save("gen", await s1.export(), {});
-    await redis.hset(keys.snapshot("gen"), "w:5", (await redis.hgetBuffer(keys.snapshot("gen"), "w:6"))!);
-    const torn = await a.load("gen");
-    await expect(engine.importSession(torn!.bytes)).rejects.toMatchObject({ code: "E_SNAPSHOT_CORRUPT" });
+    const flipped = Buffer.from(w5);
+    flipped[20]! ^= 1;
+    await redis.hset(key, "w:5", flipped);
+    await expect(a.load("gen")).rejects.toBeInstanceOf(CorruptSnapshotError);
+    await redis.hdel(key, "w:5");
+    await expect(a.load("gen")).rejects.toBeInstanceOf(CorruptSnapshotError);
     await s1.close();
     await s2.close();
+  });
+
+  it("stores whole engine bytes in pieces too, and a session without a ring whole", async () => {
+    const store = new RedisSnapshotStore(redis, keys, 600);
+    const ring = await engine.openSession({ policy: "window", window: 16, sinkToken: "none" });
+    await ring.append(ids.slice(0, 37));
+    await store.save("w", await ring.export(), {});
+    await expectStored(store, "w", ring);
+    expect(await redis.hget(keys.snapshot("w"), "slots")).toBe("16");
+    const dense = await engine.openSession({ policy: "dense", sinkToken: "none" });
+    await dense.append(ids.slice(0, 12));
+    const delta = await dense.exportSince(-1);
+    expect(delta.kind).toBe("whole");
+    await store.saveDelta("d", delta, {});
+    await expectStored(store, "d", dense);
+    await ring.close();
+    await dense.close();
   });
 
   it("reads a snapshot an earlier version stored whole as a string", async () => {
@@ -102,14 +130,6 @@ describe("RedisSnapshotStore", () => {
     const got = await store.load("v1");
     expect(Buffer.from(got!.bytes)).toEqual(Buffer.from([1, 2, 3]));
     expect(got!.meta.inputOffset).toBe("4");
-  });
-
-  it("changedSlots: the ring slots of the tokens written since, or all after a whole window", () => {
-    expect(changedSlots(0, 3, 4, 8, 0)).toEqual([]);
-    expect(changedSlots(3, 6, 4, 8, 2)).toEqual([0, 1]);
-    expect(changedSlots(10, 14, 4, 8, 8)).toEqual([6, 7, 0, 1]);
-    expect(changedSlots(10, 30, 4, 8, 8)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(changedSlots(30, 10, 4, 8, 8)).toBeUndefined();
   });
 
   it("round-trips bytes and meta, with a TTL", async () => {

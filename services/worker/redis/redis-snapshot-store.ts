@@ -3,7 +3,8 @@
  * Sessions with a sink + ring cache (policies sinks and window) are stored
  * incrementally: the sinks once, and each later snapshot writes only the
  * window slots written since the one before (window-slots.ts), plus the small
- * parts (header, token state, last distribution). Each write carries a new
+ * parts (header, token state, last distribution). The engine exports only
+ * those too (Session.exportSince), so a snapshot costs what changed. Each write carries a new
  * generation and names the generation it applies to; one that does not match
  * (another writer, a lost key) is refused and written whole instead. The
  * stored hash never holds more than one snapshot's worth (slots are
@@ -22,9 +23,10 @@ import { join } from "node:path";
 import type { Redis } from "ioredis";
 
 import { packageRoot } from "../../package-root.js";
+import type { SessionDelta } from "../../engine/index.js";
 import { CorruptSnapshotError, decodeEnvelope, encodeEnvelope, type SnapshotMeta, type SnapshotStore } from "../snapshot-store.js";
 import type { RedisKeys } from "./keys.js";
-import { changedSlots, joinSnapshot, type SplitSnapshot, splitSnapshot } from "./window-slots.js";
+import { encodeSinks, encodeSlot, joinSnapshot, slotToken, snapshotHeader, splitSnapshot } from "./window-slots.js";
 
 /** The Lua scripts live in services/worker/redis/lua (shipped beside dist/). */
 function loadScript(name: string): string {
@@ -47,6 +49,12 @@ interface Written {
   cacheTokens: number;
 }
 
+/** The write of a delta was refused: its base is not what Redis holds. The next snapshot is written whole. */
+export class SnapshotBaseMovedError extends Error {
+  override readonly name = "SnapshotBaseMovedError";
+  readonly code = "SNAPSHOT_BASE_MOVED";
+}
+
 export class RedisSnapshotStore implements SnapshotStore {
   readonly #written = new Map<string, Written>();
   /** Generations are `{writer}.{n}`: unique across workers and restarts. */
@@ -60,40 +68,65 @@ export class RedisSnapshotStore implements SnapshotStore {
     readonly partitionKey?: { group: string; topic: string },
   ) {}
 
-  /** Writes the snapshot (only what changed since this store's last write of it); resolves to the bytes sent. */
+  /** The cache token count of this store's last write of the session (-1: none): what the next delta starts from. */
+  incrementalBase(session: string): number {
+    return this.#written.get(session)?.cacheTokens ?? -1;
+  }
+
+  /** Writes whole engine bytes (as pieces, for a sink + ring cache); resolves to the bytes sent. */
   async save(session: string, bytes: Uint8Array, meta: SnapshotMeta): Promise<number> {
     const engine = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const split = splitSnapshot(engine);
-    const generation = `${this.#writer}.${++this.#generation}`;
-    // Kept when a write fails: the next delta then still covers everything since it, and
-    // a write that failed after all (its generation stored) makes the next one whole (-1).
+    const generation = this.#next();
+    this.#written.delete(session);
+    if (!split) return this.#commit(session, meta, "", generation, ["head", encodeEnvelope(engine, meta)], undefined);
+    const fields: Array<string | Buffer> = ["head", encodeEnvelope(split.skeleton, meta), "slots", String(split.header.windowSlots), "sink", encodeSinks(split.sinks)];
+    for (let j = 0; j < split.header.windowSlots; j++) fields.push(`w:${j}`, encodeSlot(slotToken(j, split.header), split.slot(j)));
+    return this.#commit(session, meta, "", generation, fields, split.header.cacheTokens);
+  }
+
+  /**
+   * Writes what Session.exportSince(incrementalBase(session)) returned: only
+   * the slots in it. Throws SnapshotBaseMovedError when Redis holds another
+   * generation than the delta's base (the next snapshot is then whole).
+   */
+  async saveDelta(session: string, delta: SessionDelta, meta: SnapshotMeta): Promise<number> {
+    if (delta.kind === "whole") return this.save(session, delta.bytes, meta);
+    const header = snapshotHeader(delta.skeleton);
     const previous = this.#written.get(session);
-    const changed = split && previous ? changedSlots(previous.cacheTokens, split.cacheTokens, split.sinkCount, split.window, split.slots.length) : undefined;
-    let fields = split ? RedisSnapshotStore.#fields(split, meta, changed, previous!) : ["head", encodeEnvelope(engine, meta)];
-    let result = await this.#write(session, meta, changed ? previous!.generation : "", generation, fields);
-    if (result === -1 && split) {
-      fields = RedisSnapshotStore.#fields(split, meta, undefined, undefined);
-      result = await this.#write(session, meta, "", generation, fields);
-    }
-    if (result === 0) throw new StaleOwnerError(`snapshot of "${session}" refused: partition ${meta.partition} has a newer owner`);
-    if (result !== 1) throw new Error(`snapshot of "${session}" not written (script answered ${String(result)})`);
-    if (split) this.#written.set(session, { generation, cacheTokens: split.cacheTokens });
-    return fields.reduce((n, f) => n + f.length, 0);
+    const whole = delta.sinks !== undefined && delta.slots.length === header.windowSlots && delta.slots.every((j, i) => j === i);
+    if (!whole && !previous) throw new SnapshotBaseMovedError(`snapshot of "${session}": a delta without a base`);
+    const fields: Array<string | Buffer> = ["head", encodeEnvelope(delta.skeleton, meta), "slots", String(header.windowSlots)];
+    if (delta.sinks) fields.push("sink", encodeSinks(delta.sinks));
+    const size = delta.slots.length === 0 ? 0 : delta.slotBytes.length / delta.slots.length;
+    delta.slots.forEach((j, i) => fields.push(`w:${j}`, encodeSlot(slotToken(j, header), delta.slotBytes.subarray(i * size, (i + 1) * size))));
+    return this.#commit(session, meta, whole ? "" : previous!.generation, this.#next(), fields, header.cacheTokens);
   }
 
-  static #fields(split: SplitSnapshot, meta: SnapshotMeta, changed: number[] | undefined, previous: Written | undefined): Array<string | Buffer> {
-    const fields: Array<string | Buffer> = ["head", encodeEnvelope(split.skeleton, meta), "slots", String(split.slots.length)];
-    // Sink slots fill with the first S tokens of the cache stream and never change after.
-    if (!changed || previous!.cacheTokens < split.sinkCount) fields.push("sink", split.sinks);
-    for (const j of changed ?? split.slots.keys()) fields.push(`w:${j}`, split.slots[j]!);
-    return fields;
+  #next(): string {
+    return `${this.#writer}.${++this.#generation}`;
   }
 
-  async #write(session: string, meta: SnapshotMeta, base: string, generation: string, fields: Array<string | Buffer>): Promise<number> {
+  async #commit(session: string, meta: SnapshotMeta, base: string, generation: string, fields: Array<string | Buffer>, cacheTokens: number | undefined): Promise<number> {
     const fenced = this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined;
     const epochKey = fenced ? this.keys.epoch(this.partitionKey!.group, this.partitionKey!.topic, meta.partition!) : this.keys.snapshot(session);
     const args = [fenced ? String(meta.epoch) : "", String(this.ttlSeconds), base, generation, ...fields];
-    return Number(await this.redis.eval(SAVE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, ...args));
+    let result: number;
+    try {
+      result = Number(await this.redis.eval(SAVE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, ...args));
+    } catch (err) {
+      // Applied or not, the next write is whole: its base is uncertain.
+      this.#written.delete(session);
+      throw err;
+    }
+    if (result === 0) throw new StaleOwnerError(`snapshot of "${session}" refused: partition ${meta.partition} has a newer owner`);
+    if (result === -1) {
+      this.#written.delete(session);
+      throw new SnapshotBaseMovedError(`snapshot of "${session}": Redis holds another generation than its base; the next one is written whole`);
+    }
+    if (cacheTokens !== undefined) this.#written.set(session, { generation, cacheTokens });
+    else this.#written.delete(session);
+    return fields.reduce((n, f) => n + f.length, 0);
   }
 
   async load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined> {
