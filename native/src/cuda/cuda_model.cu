@@ -527,10 +527,10 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Attention split: enough blocks to fill the GPU even for one session.
   const int G = c.heads / c.kv_heads;
   const bool fast_attn = hd == 128 && (!rope_ || c.rotary_dim == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
-  // Fast kernel: at least 64 entries per block (16 per warp), so the
+  // Fast kernel: at least 128 entries per block (32 per warp), so the
   // prologue and the partial write stay small against the streaming.
-  const int64_t base_blocks = rows * c.kv_heads, want_blocks = (fast_attn ? 6 : 4) * int64_t(sm_count_);
-  const int64_t min_chunk = fast_attn ? 64 : gpu::kTile;
+  const int64_t base_blocks = rows * c.kv_heads, want_blocks = 4 * int64_t(sm_count_);
+  const int64_t min_chunk = fast_attn ? 128 : gpu::kTile;
   int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + min_chunk - 1) / min_chunk));
   max_n = std::max<int64_t>(max_n, 1);

@@ -532,7 +532,7 @@ template <> struct Vec4<__half> {
 };
 
 template <typename T, int G>
-__global__ void __launch_bounds__(kThreads, 6) attn_decode128(AttnParams p) {
+__global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
   constexpr int HD = 128, NW = kThreads / 32;
   using V4 = typename Vec4<T>::type;
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
@@ -596,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, 6) attn_decode128(AttnParams p) {
   // loads before using any, so several K/V rows are in flight per warp.
   constexpr int kBatch = 4;
   for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += int64_t(NW) * kBatch) {
-    float k[kBatch][4], v[kBatch][4];
+    float k[kBatch][4], v[kBatch][4], c[kBatch][4], sn[kBatch][4];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int64_t i = i0 + j;
@@ -620,14 +620,19 @@ __global__ void __launch_bounds__(kThreads, 6) attn_decode128(AttnParams p) {
         Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
         Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
       }
-    }
-    // Rotation of the group's first entry; the others advance from it.
-    float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
-    if (rope) {
-      const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i0 * 64 + fi));
-      const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i0 * 64 + fi));
-      c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
-      sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
+      if (rope) {
+        if (j == 0) {
+          const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+          const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+          c[0][0] = cv.x; c[0][1] = cv.y; c[0][2] = cv.z; c[0][3] = cv.w;
+          sn[0][0] = sv.x; sn[0][1] = sv.y; sn[0][2] = sv.z; sn[0][3] = sv.w;
+        } else {
+          for (int e = 0; e < 4; ++e) {
+            c[j][e] = c[j - 1][e] * c1[e] - sn[j - 1][e] * s1[e];
+            sn[j][e] = sn[j - 1][e] * c1[e] + c[j - 1][e] * s1[e];
+          }
+        }
+      }
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
@@ -636,10 +641,7 @@ __global__ void __launch_bounds__(kThreads, 6) attn_decode128(AttnParams p) {
       if (rope) {
         for (int e = 0; e < 4; ++e) {
           const float o = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
-          k[j][e] = lo ? k[j][e] * c[e] - o * sn[e] : k[j][e] * c[e] + o * sn[e];
-          const float cn = c[e] * c1[e] - sn[e] * s1[e];
-          sn[e] = sn[e] * c1[e] + c[e] * s1[e];
-          c[e] = cn;
+          k[j][e] = lo ? k[j][e] * c[j][e] - o * sn[j][e] : k[j][e] * c[j][e] + o * sn[j][e];
         }
       }
       for (int g = 0; g < G; ++g) {
