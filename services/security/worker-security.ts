@@ -4,7 +4,7 @@
  * it forwards to other workers (peer signatures, TLS with its own client
  * certificate). Also the warnings for links left in plaintext in a cluster.
  */
-import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import { readFileSync, type Stats, unwatchFile, watchFile } from "node:fs";
 
 import type { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
 
@@ -44,15 +44,17 @@ function readSecret(path: string, what: string): Buffer {
 
 /** Calls `reload` when the file changes (checked every `intervalMs`); returns the function that stops watching. */
 function watchSettingsFile(path: string, intervalMs: number, log: Logger | undefined, reload: () => Record<string, unknown>): () => void {
-  watchFile(path, { interval: intervalMs, persistent: false }, (now, before) => {
+  const listener = (now: Stats, before: Stats): void => {
     if (now.mtimeMs === before.mtimeMs && now.ino === before.ino && now.size === before.size) return;
     try {
       log?.info("settings file reloaded", { file: path, ...reload() });
     } catch (err) {
       log?.warn("settings file not reloaded; what was in force stays", { file: path, error: (err as Error).message });
     }
-  });
-  return () => unwatchFile(path);
+  };
+  watchFile(path, { interval: intervalMs, persistent: false }, listener);
+  // Only this listener: another worker in the same process may watch the same file.
+  return () => unwatchFile(path, listener);
 }
 
 export function buildWorkerSecurity(settings: SecuritySettings, log?: Logger): WorkerSecurity {
