@@ -5,6 +5,7 @@
 //   streamsink_gpu versus <model dir> [--dtype D] [--factor F]       GPU vs CPU on streams F x the cache
 //   streamsink_gpu snapshot <model dir> [--dtype D]                  GPU <-> CPU session moves
 //   streamsink_gpu stream <model dir> --tokens N [--dtype D]         one real N-token sinks stream: latency, memory
+//   streamsink_gpu score <model dir> <ids.u16> [--policy P ...]      NLL of a long token stream under one policy
 //   streamsink_gpu bench [--out F] [--quick]                         Llama-2-7B / Mistral-7B shaped random weights
 //
 // Every command prints JSON lines; parity/versus/snapshot exit 1 when a
@@ -308,6 +309,59 @@ int cmd_stream(std::vector<std::string> args) {
   return 0;
 }
 
+// Per-token NLL of a long token stream (uint16 ids, e.g. a tokenized held-out
+// split) under one policy on the GPU: like `streamsink score`, for streams
+// too long for the CPU. Prints mean NLL / perplexity overall and per tenth.
+int cmd_score(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
+  const int64_t limit = std::stoll(flag(args, "--tokens", "1048576"));
+  const size_t chunk = size_t(std::stoll(flag(args, "--chunk", "256")));
+  const std::string policy = flag(args, "--policy", "sinks");
+  const int64_t sinks = std::stoll(flag(args, "--sinks", "4"));
+  const int64_t window = std::stoll(flag(args, "--window", "252"));
+  const bool sink_token = has_flag(args, "--sink-token");
+  if (args.size() < 2) throw std::runtime_error("score <model dir> <ids.u16> [--policy P --sinks S --window W --tokens N]");
+  std::string raw = read_file(args[1]);
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i + 1 < raw.size() && int64_t(ids.size()) < limit; i += 2)
+    ids.push_back(int32_t(uint8_t(raw[i]) | (uint16_t(uint8_t(raw[i + 1])) << 8)));
+  // Shorter files are streamed again from the start until `limit` tokens.
+  const size_t base = ids.size();
+  while (int64_t(ids.size()) < limit && base > 0) ids.push_back(ids[ids.size() - base]);
+  Engine gpu(args[0], gpu_engine(dtype));
+  SessionOptions so;
+  so.policy = policy_of(policy);
+  so.sinks = so.policy == Policy::Sinks ? sinks : 0;
+  so.window = window;
+  if (sink_token) {
+    so.sink_token = gpu.model().config().sink_token_id;
+    if (so.sink_token < 0) throw std::runtime_error("--sink-token: the model declares no sink token");
+  }
+  if (so.policy == Policy::Dense) so.max_dense_tokens = int64_t(ids.size()) + 8;
+  auto t0 = Clock::now();
+  std::vector<float> lp = feed(gpu, gpu.open_session(so), ids, chunk);
+  const double secs = seconds_since(t0);
+  double total = 0;
+  int64_t n = 0;
+  std::vector<double> tenth(10, 0.0);
+  std::vector<int64_t> tenth_n(10, 0);
+  for (size_t i = 1; i < lp.size(); ++i) {
+    total -= lp[i];
+    ++n;
+    size_t b = std::min<size_t>(9, i * 10 / lp.size());
+    tenth[b] -= lp[i];
+    ++tenth_n[b];
+  }
+  std::printf("{\"score\":\"%s\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"sinks\":%lld,\"window\":%lld,"
+              "\"sink_token\":%d,\"tokens\":%zu,\"file_tokens\":%zu,\"mean_nll\":%.5f,\"perplexity\":%.4f,\"seconds\":%.1f,\"ppl_by_tenth\":[",
+              args[1].c_str(), args[0].c_str(), gpu_dtype_name(dtype), policy.c_str(), (long long)so.sinks,
+              (long long)so.window, so.sink_token, ids.size(), base, total / double(n), std::exp(total / double(n)), secs);
+  for (int b = 0; b < 10; ++b) std::printf("%s%.4f", b ? "," : "", std::exp(tenth[b] / double(std::max<int64_t>(1, tenth_n[b]))));
+  std::printf("]}\n");
+  std::fflush(stdout);
+  return 0;
+}
+
 // ---- benchmarks on random weights of real shapes ----------------------------
 
 ModelConfig shape_config(const std::string& shape) {
@@ -539,6 +593,7 @@ int main(int argc, char** argv) {
     if (cmd == "versus") return cmd_versus(args);
     if (cmd == "snapshot") return cmd_snapshot(args);
     if (cmd == "stream") return cmd_stream(args);
+    if (cmd == "score") return cmd_score(args);
     if (cmd == "bench") return cmd_bench(args);
     std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
     return 2;

@@ -3,7 +3,7 @@
 # (parity with the golden vectors, GPU vs CPU on long streams, session moves
 # between backends, compute-sanitizer) and optionally the benchmarks.
 # Results go to $OUT (default bench/results/gpu).
-#   tools/cuda/device-check.sh [checks|sanitize|bench|stream] ...
+#   tools/cuda/device-check.sh [checks|wide|sanitize|bench|stream|score1m] ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench/results/gpu}"
@@ -48,6 +48,22 @@ for what in "$@"; do
       tail -3 "$OUT/memcheck.log"
       ;;
     bench) $BIN bench --out "$OUT/gpu-bench.json" ${BENCH_ARGS:-} 2> >(tee "$OUT/gpu-bench.log" >&2) || status=1 ;;
+    score1m)
+      # The trained models on 1M tokens of the held-out split (.traindata/heldout.u16,
+      # tools/train/prepare_data.py), cache 256 = the training context.
+      IDS=${IDS:-.traindata/heldout.u16}
+      N=${SCORE_TOKENS:-1048576}
+      for m in streamsink-llama-7m streamsink-llama-7m-sink; do
+        $BIN score models/$m $IDS --tokens $N --policy window --window 256
+        $BIN score models/$m $IDS --tokens $N --policy sinks --sinks 1 --window 255
+        $BIN score models/$m $IDS --tokens $N --policy sinks --sinks 4 --window 252
+        $BIN score models/$m $IDS --tokens 32768 --policy recompute --window 256
+        $BIN score models/$m $IDS --tokens 16384 --policy dense
+      done | tee "$OUT/score-1m.jsonl"
+      for extra in "--policy sinks --sinks 1 --window 255" "--policy window --window 256"; do
+        $BIN score models/streamsink-llama-7m-sink $IDS --tokens $N $extra --sink-token
+      done | tee -a "$OUT/score-1m.jsonl"
+      ;;
     stream) $BIN stream models/streamsink-llama-7m --tokens ${STREAM_TOKENS:-1048576} | tee "$OUT/stream.jsonl" || status=1 ;;
   esac
 done
