@@ -532,7 +532,7 @@ template <> struct Vec4<__half> {
 };
 
 template <typename T, int G>
-__global__ void __launch_bounds__(kThreads, 4) attn_decode128(AttnParams p) {
+__global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
   constexpr int HD = 128, NW = kThreads / 32;
   using V4 = typename Vec4<T>::type;
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
@@ -595,53 +595,44 @@ __global__ void __launch_bounds__(kThreads, 4) attn_decode128(AttnParams p) {
   // Each warp takes groups of kBatch consecutive entries and issues all their
   // loads before using any, so several K/V rows are in flight per warp.
   constexpr int kBatch = 4;
-  // Software pipeline: the next group's K/V loads are issued before the
-  // current group is computed, so each warp keeps two groups in flight.
-  auto load_group = [&](int64_t i0, float (&k)[kBatch][4], float (&v)[kBatch][4]) {
+  for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += int64_t(NW) * kBatch) {
+    float k[kBatch][4], v[kBatch][4], c[kBatch][4], sn[kBatch][4];
 #pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int64_t i = i0 + j;
-        if (i >= end) continue;
-        int64_t u, slot;
-        if (!saturated || i < s.sinks) {
-          u = i;
-          slot = i;
+    for (int j = 0; j < kBatch; ++j) {
+      const int64_t i = i0 + j;
+      if (i >= end) continue;
+      int64_t u, slot;
+      if (!saturated || i < s.sinks) {
+        u = i;
+        slot = i;
+      } else {
+        int64_t idx = ring0 + (i - s.sinks);
+        if (idx >= s.window) idx -= s.window;
+        u = row.t - s.window + 1 + (i - s.sinks);
+        slot = s.sinks + idx;
+      }
+      if (u >= s.first_token) {
+        const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+        const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
+        k[j][0] = a.x; k[j][1] = a.y; k[j][2] = a.z; k[j][3] = a.w;
+        v[j][0] = b.x; v[j][1] = b.y; v[j][2] = b.z; v[j][3] = b.w;
+      } else {
+        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
+        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
+      }
+      if (rope) {
+        if (j == 0) {
+          const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
+          const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
+          c[0][0] = cv.x; c[0][1] = cv.y; c[0][2] = cv.z; c[0][3] = cv.w;
+          sn[0][0] = sv.x; sn[0][1] = sv.y; sn[0][2] = sv.z; sn[0][3] = sv.w;
         } else {
-          int64_t idx = ring0 + (i - s.sinks);
-          if (idx >= s.window) idx -= s.window;
-          u = row.t - s.window + 1 + (i - s.sinks);
-          slot = s.sinks + idx;
-        }
-        if (u >= s.first_token) {
-          const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
-          const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
-          k[j][0] = a.x; k[j][1] = a.y; k[j][2] = a.z; k[j][3] = a.w;
-          v[j][0] = b.x; v[j][1] = b.y; v[j][2] = b.z; v[j][3] = b.w;
-        } else {
-          Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
-          Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
+          for (int e = 0; e < 4; ++e) {
+            c[j][e] = c[j - 1][e] * c1[e] - sn[j - 1][e] * s1[e];
+            sn[j][e] = sn[j - 1][e] * c1[e] + c[j - 1][e] * s1[e];
+          }
         }
       }
-  };
-  const int64_t stride = int64_t(NW) * kBatch;
-  float kn[kBatch][4], vn[kBatch][4];
-  if (begin + int64_t(warp) * kBatch < end) load_group(begin + int64_t(warp) * kBatch, kn, vn);
-  for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += stride) {
-    float k[kBatch][4], v[kBatch][4];
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j)
-      for (int e = 0; e < 4; ++e) {
-        k[j][e] = kn[j][e];
-        v[j][e] = vn[j][e];
-      }
-    if (i0 + stride < end) load_group(i0 + stride, kn, vn);
-    // Rotation of the group's first entry; the others advance from it.
-    float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
-    if (rope) {
-      const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i0 * 64 + fi));
-      const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i0 * 64 + fi));
-      c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
-      sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
@@ -650,10 +641,7 @@ __global__ void __launch_bounds__(kThreads, 4) attn_decode128(AttnParams p) {
       if (rope) {
         for (int e = 0; e < 4; ++e) {
           const float o = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
-          k[j][e] = lo ? k[j][e] * c[e] - o * sn[e] : k[j][e] * c[e] + o * sn[e];
-          const float cn = c[e] * c1[e] - sn[e] * s1[e];
-          sn[e] = sn[e] * c1[e] + c[e] * s1[e];
-          c[e] = cn;
+          k[j][e] = lo ? k[j][e] * c[j][e] - o * sn[j][e] : k[j][e] * c[j][e] + o * sn[j][e];
         }
       }
       for (int g = 0; g < G; ++g) {
