@@ -10,6 +10,7 @@ import { EngineError } from "../engine/index.js";
 import { ConfigError, serveUsage } from "../worker/config.js";
 import { BENCH_USAGE, runBench } from "./bench.js";
 import { BENCH_SERVICE_USAGE, runBenchService } from "./bench-service.js";
+import { BENCH_FAILOVER_USAGE, runBenchFailover } from "./bench-failover.js";
 import { CHAT_USAGE, FEED_USAGE, GENERATE_USAGE, runChat, runFeed, runGenerate } from "./client-commands.js";
 import { LOAD_USAGE, runLoad } from "./load.js";
 import { PLOT_USAGE, runPlot } from "./plot.js";
@@ -43,6 +44,8 @@ ${BENCH_USAGE}
 
 ${BENCH_SERVICE_USAGE}
 
+${BENCH_FAILOVER_USAGE}
+
 ${PLOT_USAGE}
 
 ${LOAD_USAGE}`;
@@ -68,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "bench":
         if (rest[0] === "service") await runBenchService(rest.slice(1));
+        else if (rest[0] === "failover") await runBenchFailover(rest.slice(1));
         else await runBench(rest);
         return 0;
       case "plot":

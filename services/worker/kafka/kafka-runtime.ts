@@ -168,6 +168,8 @@ export class KafkaRuntime {
   /** Sessions with a snapshot waiting for its op boundary or being written. */
   readonly #saving = new Set<string>();
   #checkpointing: Promise<void> = Promise.resolve();
+  /** A checkpoint queued behind the running one and not started yet. */
+  #checkpointWaiting: Promise<void> | undefined;
   #stopping = false;
   #stopped = false;
 
@@ -708,10 +710,20 @@ export class KafkaRuntime {
 
   /** Snapshots sessions with applied-but-unsnapshotted records, then commits what is covered. */
   checkpoint(): Promise<void> {
-    this.#checkpointing = this.#checkpointing.then(() => this.#checkpointNow()).catch((err: unknown) => {
-      this.#log.warn("checkpoint failed; will retry", { error: String(err) });
-    });
-    return this.#checkpointing;
+    // One waiting checkpoint covers every request made while it waits (the
+    // token cadence asks on every token past its threshold).
+    if (this.#checkpointWaiting) return this.#checkpointWaiting;
+    const next = this.#checkpointing
+      .then(() => {
+        this.#checkpointWaiting = undefined;
+        return this.#checkpointNow();
+      })
+      .catch((err: unknown) => {
+        this.#log.warn("checkpoint failed; will retry", { error: String(err) });
+      });
+    this.#checkpointWaiting = next;
+    this.#checkpointing = next;
+    return next;
   }
 
   /**
