@@ -26,6 +26,7 @@ COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/services/metrics-sidecar ./dist/services/metrics-sidecar
 COPY --from=build /src/dist/services/worker/logger.js ./dist/services/worker/logger.js
+COPY --from=build /src/dist/services/security/kafka-client-security.js ./dist/services/security/kafka-client-security.js
 ENV NODE_ENV=production \
     NVIDIA_DRIVER_CAPABILITIES=utility
 USER 10001:10001

@@ -18,9 +18,11 @@ import { Kafka, logLevel, type Producer } from "kafkajs";
 
 import { type ConnectOptions, StreamsinkClient, type GenerateParams } from "../grpc/grpc-client.js";
 import { retryAfterMs } from "../grpc/grpc-status.js";
+import type { KafkaClientOptions } from "../security/kafka-client-security.js";
 import { clientCredentials } from "../security/tls.js";
 import { encodeInputRecord } from "../worker/kafka/record-codec.js";
 import type { SamplingParams, SessionOp } from "../worker/operations.js";
+import { KAFKA_SECURITY_FLAGS, KAFKA_SECURITY_USAGE, kafkaSecurityFromFlags } from "./kafka-client-flags.js";
 import { ProgressBar } from "./progress.js";
 import { parseIntFlag, UsageError } from "./usage-error.js";
 
@@ -43,6 +45,7 @@ export const CHAT_USAGE = `usage: streamsink chat --server HOST:PORT --session I
   --stop gives other stop sequences.`;
 
 export const FEED_USAGE = `usage: streamsink feed (--server HOST:PORT | --kafka-brokers H:P[,H:P] [--kafka-topic T]) --session ID --text FILE [--chunk-bytes N]
+         ${KAFKA_SECURITY_USAGE}
 
   Streams a UTF-8 text file into the session, with gRPC Append calls or as
   append records on the Kafka input topic (default streamsink.input), in
@@ -283,8 +286,8 @@ class KafkaFeedSink implements FeedSink {
     this.#session = session;
   }
 
-  static async connect(brokers: string[], topic: string, session: string): Promise<KafkaFeedSink> {
-    const kafka = new Kafka({ clientId: "streamsink-feed", brokers, logLevel: logLevel.ERROR });
+  static async connect(brokers: string[], security: KafkaClientOptions, topic: string, session: string): Promise<KafkaFeedSink> {
+    const kafka = new Kafka({ clientId: "streamsink-feed", brokers, ...security, logLevel: logLevel.ERROR });
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
     await producer.connect();
     return new KafkaFeedSink(producer, topic, session);
@@ -394,6 +397,7 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
       "chunk-bytes": { type: "string" },
       "kafka-brokers": { type: "string" },
       "kafka-topic": { type: "string" },
+      ...KAFKA_SECURITY_FLAGS,
     },
   });
   // With --kafka-brokers the records go to the input topic and no server is contacted.
@@ -410,7 +414,7 @@ export async function runFeed(argv: string[], io: CommandIo = PROCESS_IO): Promi
   const brokers = values["kafka-brokers"]?.split(",").map((b) => b.trim()).filter(Boolean) ?? [];
   const sink: FeedSink =
     brokers.length > 0
-      ? await KafkaFeedSink.connect(brokers, values["kafka-topic"] ?? "streamsink.input", connection.session)
+      ? await KafkaFeedSink.connect(brokers, kafkaSecurityFromFlags(values), values["kafka-topic"] ?? "streamsink.input", connection.session)
       : new GrpcFeedSink(await StreamsinkClient.connect(connection.server, connection.connect), connection.session);
   const progress = new ProgressBar("feed", totalBytes, io.stderr);
   const runId = randomUUID();

@@ -18,14 +18,17 @@ import { status as Status } from "@grpc/grpc-js";
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 
 import { type ConnectOptions, StreamsinkClient } from "../grpc/grpc-client.js";
+import type { KafkaClientOptions } from "../security/kafka-client-security.js";
 import { clientCredentials } from "../security/tls.js";
 import { decodeOutputRecord, encodeInputRecord } from "../worker/kafka/record-codec.js";
 import type { SessionOp } from "../worker/operations.js";
+import { KAFKA_SECURITY_FLAGS, KAFKA_SECURITY_USAGE, kafkaSecurityFromFlags } from "./kafka-client-flags.js";
 import { UsageError } from "./usage-error.js";
 
 export const LOAD_USAGE = `usage: streamsink load --server 127.0.0.1:PORT [--sessions 32] [--minutes 1] [--append-words 24] [--generate 8]
          [--metrics-url http://127.0.0.1:9464/metrics | --worker-pid PID] [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]
          [--kafka-brokers 127.0.0.1:P --kafka-sessions M --kafka-input-topic T --kafka-output-topic T] [--out FILE]
+         ${KAFKA_SECURITY_USAGE}
   loopback only; at most 2000 sessions and 120 minutes`;
 
 const MAX_SESSIONS = 2000;
@@ -104,8 +107,8 @@ class KafkaDriver {
     readonly inputTopic: string,
   ) {}
 
-  static async start(brokers: string[], inputTopic: string, outputTopic: string): Promise<KafkaDriver> {
-    const kafka = new Kafka({ clientId: "streamsink-load", brokers, logLevel: logLevel.NOTHING });
+  static async start(brokers: string[], security: KafkaClientOptions, inputTopic: string, outputTopic: string): Promise<KafkaDriver> {
+    const kafka = new Kafka({ clientId: "streamsink-load", brokers, ...security, logLevel: logLevel.NOTHING });
     const producer = kafka.producer();
     await producer.connect();
     const consumer = kafka.consumer({ groupId: `streamsink-load-${randomUUID()}` });
@@ -226,6 +229,7 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
       "kafka-sessions": { type: "string", default: "0" },
       "kafka-input-topic": { type: "string", default: "streamsink.input" },
       "kafka-output-topic": { type: "string", default: "streamsink.output" },
+      ...KAFKA_SECURITY_FLAGS,
       out: { type: "string" },
     },
   });
@@ -245,6 +249,7 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
   const brokers = values["kafka-brokers"]?.split(",").map((b) => b.trim()).filter(Boolean) ?? [];
   for (const b of brokers) loopback(b, "--kafka-brokers");
   if (kafkaSessions > 0 && brokers.length === 0) throw new UsageError("--kafka-sessions needs --kafka-brokers");
+  const kafkaSecurity = kafkaSessions > 0 ? kafkaSecurityFromFlags(values) : undefined;
   if (values["metrics-url"]) loopback(new URL(values["metrics-url"]).host, "--metrics-url");
   const workerPid = values["worker-pid"] !== undefined ? Math.floor(number("worker-pid", 1, 1 << 30)) : undefined;
 
@@ -258,7 +263,7 @@ export async function runLoad(argv: string[], out: (line: string) => void = (l) 
   };
   // A few channels shared round-robin: HTTP/2 multiplexes the calls.
   const channels = await Promise.all(Array.from({ length: Math.min(8, sessions) }, () => StreamsinkClient.connect(values.server!, connect)));
-  const driver = kafkaSessions > 0 ? await KafkaDriver.start(brokers, values["kafka-input-topic"]!, values["kafka-output-topic"]!) : undefined;
+  const driver = kafkaSessions > 0 ? await KafkaDriver.start(brokers, kafkaSecurity!, values["kafka-input-topic"]!, values["kafka-output-topic"]!) : undefined;
 
   const run = randomUUID().slice(0, 8);
   const grpcRec = newRecorder();

@@ -13,6 +13,7 @@ import { type Admin, Kafka, logLevel, type SASLOptions } from "kafkajs";
 
 import { Gauge, type Registry } from "prom-client";
 
+import { kafkaTlsOptions } from "../security/kafka-client-security.js";
 import type { Logger } from "../worker/logger.js";
 import type { KafkaLagConfig } from "./sidecar-config.js";
 
@@ -51,7 +52,7 @@ export class KafkaLagProbe {
     const kafka = new Kafka({
       clientId: "streamsink-metrics-sidecar",
       brokers: config.brokers,
-      ssl: config.ssl,
+      ssl: kafkaTlsOptions(config.ssl, config),
       ...(sasl ? { sasl } : {}),
       logLevel: logLevel.NOTHING,
       retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1000 },

@@ -2,7 +2,8 @@
 /**
  * The metrics sidecar process: `node dist/services/metrics-sidecar/main.js
  * --worker-metrics http://127.0.0.1:9464/metrics --port 9465
- * [--kafka-brokers ... --kafka-group ... --kafka-topic ...]`. Runs until
+ * [--kafka-brokers ... --kafka-group ... --kafka-topic ... --kafka-ssl true
+ * --kafka-tls-ca ...]`. Runs until
  * SIGTERM/SIGINT; prints the bound port in its first log line.
  */
 import { createLogger } from "../worker/logger.js";
@@ -32,7 +33,15 @@ async function main(argv: string[]): Promise<number> {
     port,
     worker: c.workerMetricsUrl,
     gpu: c.nvidiaSmi ?? "off",
-    kafka: c.kafka ? { brokers: c.kafka.brokers, group: c.kafka.group, topic: c.kafka.topic, sasl: c.kafka.sasl?.mechanism ?? null } : null,
+    kafka: c.kafka
+      ? {
+          brokers: c.kafka.brokers,
+          group: c.kafka.group,
+          topic: c.kafka.topic,
+          tls: c.kafka.ssl ? { ca: c.kafka.kafkaTlsCa ?? "system", clientCert: c.kafka.kafkaTlsCert ?? null } : false,
+          sasl: c.kafka.sasl?.mechanism ?? null,
+        }
+      : null,
   });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {

@@ -5,11 +5,7 @@
  */
 import { parseArgs } from "node:util";
 
-export interface KafkaSasl {
-  mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
-  username: string;
-  password: string;
-}
+import { KAFKA_SASL_PASSWORD_ENV, KAFKA_SECURITY_SETTINGS, type KafkaSasl, parseKafkaClientSecurity } from "../security/kafka-client-security.js";
 
 export interface KafkaLagConfig {
   brokers: string[];
@@ -18,6 +14,11 @@ export interface KafkaLagConfig {
   intervalMs: number;
   ssl: boolean;
   sasl: KafkaSasl | undefined;
+  /** CA of the brokers' certificates; absent = the system's roots. */
+  kafkaTlsCa?: string;
+  /** Client certificate and key for brokers that require one (mutual TLS). */
+  kafkaTlsCert?: string;
+  kafkaTlsKey?: string;
 }
 
 export interface SidecarConfig {
@@ -66,10 +67,8 @@ const SETTINGS = {
   kafkaGroup: { flag: "kafka-group", env: "STREAMSINK_KAFKA_GROUP", help: "the workers' consumer group", fallback: "streamsink-workers" },
   kafkaTopic: { flag: "kafka-topic", env: "STREAMSINK_KAFKA_INPUT_TOPIC", help: "the workers' input topic", fallback: "streamsink.input" },
   kafkaInterval: { flag: "kafka-interval-ms", env: "STREAMSINK_SIDECAR_KAFKA_INTERVAL_MS", help: "how often lag is read", fallback: "10000" },
-  kafkaSsl: { flag: "kafka-ssl", env: "STREAMSINK_KAFKA_SSL", help: "TLS to the brokers: true | false", fallback: "false" },
-  saslMechanism: { flag: "kafka-sasl-mechanism", env: "STREAMSINK_KAFKA_SASL_MECHANISM", help: "plain | scram-sha-256 | scram-sha-512 (unset = no SASL)" },
-  saslUsername: { flag: "kafka-sasl-username", env: "STREAMSINK_KAFKA_SASL_USERNAME", help: "SASL user name" },
-  saslPassword: { env: "STREAMSINK_KAFKA_SASL_PASSWORD", help: "SASL password (environment only)" },
+  ...KAFKA_SECURITY_SETTINGS,
+  saslPassword: { env: KAFKA_SASL_PASSWORD_ENV, help: "SASL password (environment only)" },
 } satisfies Record<string, Setting>;
 
 export function sidecarUsage(): string {
@@ -118,15 +117,16 @@ export function loadSidecarConfig(argv: string[], env: NodeJS.ProcessEnv = proce
   if (brokers.length > 0) {
     const topic = raw(SETTINGS.kafkaTopic)!;
     if (!/^[A-Za-z0-9._-]{1,249}$/.test(topic)) throw new SidecarConfigError(`${name(SETTINGS.kafkaTopic)} is not a valid Kafka topic name: "${topic}"`);
-    const ssl = raw(SETTINGS.kafkaSsl)!;
-    if (ssl !== "true" && ssl !== "false") throw new SidecarConfigError(`${name(SETTINGS.kafkaSsl)} must be true or false, got "${ssl}"`);
+    const security = parseKafkaClientSecurity(raw, env, (message) => new SidecarConfigError(message));
     kafka = {
       brokers,
       group: raw(SETTINGS.kafkaGroup)!,
       topic,
       intervalMs: int(SETTINGS.kafkaInterval, 100, 3_600_000),
-      ssl: ssl === "true",
-      sasl: loadSasl(raw(SETTINGS.saslMechanism), raw(SETTINGS.saslUsername), raw(SETTINGS.saslPassword)),
+      ssl: security.ssl,
+      sasl: security.sasl,
+      ...(security.kafkaTlsCa ? { kafkaTlsCa: security.kafkaTlsCa } : {}),
+      ...(security.kafkaTlsCert && security.kafkaTlsKey ? { kafkaTlsCert: security.kafkaTlsCert, kafkaTlsKey: security.kafkaTlsKey } : {}),
     };
   }
 
@@ -139,14 +139,4 @@ export function loadSidecarConfig(argv: string[], env: NodeJS.ProcessEnv = proce
     gpuTimeoutMs: int(SETTINGS.gpuTimeout, 1, 600_000),
     kafka,
   };
-}
-
-function loadSasl(mechanism: string | undefined, username: string | undefined, password: string | undefined): KafkaSasl | undefined {
-  if (mechanism === undefined) return undefined;
-  const m = mechanism.toLowerCase();
-  if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512")
-    throw new SidecarConfigError(`${SETTINGS.saslMechanism.env} must be plain, scram-sha-256 or scram-sha-512, got "${mechanism}"`);
-  if (!username || !password)
-    throw new SidecarConfigError(`SASL (${m}) needs ${SETTINGS.saslUsername.env} and ${SETTINGS.saslPassword.env}`);
-  return { mechanism: m, username, password };
 }

@@ -155,15 +155,6 @@ export function logPlaintextWarnings(config: WorkerConfig, log: Logger): void {
   for (const warning of plaintextWarnings(config)) log.warn(warning);
 }
 
-/** kafkajs `ssl`: true (system roots) or the CA and client certificate files, read now. */
-export function kafkaTlsOptions(ssl: boolean, settings: Pick<SecuritySettings, "kafkaTlsCa" | "kafkaTlsCert" | "kafkaTlsKey">): boolean | { ca?: Buffer[]; cert?: Buffer; key?: Buffer } {
-  if (!ssl || (!settings.kafkaTlsCa && !settings.kafkaTlsCert)) return ssl;
-  return {
-    ...(settings.kafkaTlsCa ? { ca: [readFileSync(settings.kafkaTlsCa)] } : {}),
-    ...(settings.kafkaTlsCert && settings.kafkaTlsKey ? { cert: readFileSync(settings.kafkaTlsCert), key: readFileSync(settings.kafkaTlsKey) } : {}),
-  };
-}
-
 /** ioredis options for the ACL user and TLS files (the URL's own user, password and rediss:// still apply). */
 export function redisConnectionOptions(settings: SecuritySettings["redis"]): { username?: string; password?: string; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer } } {
   const read = (path: string | undefined) => (path ? readFileSync(path) : undefined);

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 
 import type { Policy } from "../engine/index.js";
 import { packageRoot } from "../package-root.js";
+import { KAFKA_SECURITY_SETTINGS, type KafkaSasl, parseKafkaClientSecurity } from "../security/kafka-client-security.js";
 import type { GlobalLimits } from "../security/tenant-limiter.js";
 import type { TenantLimits } from "../security/tenants-file.js";
 import { DEFAULT_LIMITS, type HostLimits } from "./session-host.js";
@@ -34,7 +35,7 @@ export interface WorkerConfig {
   kafkaGroup: string;
   kafkaPartitions: number;
   kafkaSsl: boolean;
-  kafkaSasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | undefined;
+  kafkaSasl: KafkaSasl | undefined;
   redisUrl: string | undefined;
   snapshotDir: string;
   /** Embedded: snapshot cadence. Cluster: checkpoint (snapshot + commit) cadence. */
@@ -106,9 +107,7 @@ const SETTINGS = {
   kafkaDlq: { flag: "kafka-dead-letter-topic", env: "STREAMSINK_KAFKA_DEAD_LETTER_TOPIC", help: "dead-letter topic", fallback: "streamsink.dead-letter" },
   kafkaGroup: { flag: "kafka-group", env: "STREAMSINK_KAFKA_GROUP", help: "consumer group id", fallback: "streamsink-workers" },
   kafkaPartitions: { flag: "kafka-partitions", env: "STREAMSINK_KAFKA_PARTITIONS", help: "partitions when creating the input topic", fallback: "12" },
-  kafkaSsl: { flag: "kafka-ssl", env: "STREAMSINK_KAFKA_SSL", help: "TLS to the brokers: true | false", fallback: "false" },
-  kafkaSaslMechanism: { flag: "kafka-sasl-mechanism", env: "STREAMSINK_KAFKA_SASL_MECHANISM", help: "plain | scram-sha-256 | scram-sha-512 (unset = no SASL; password from STREAMSINK_KAFKA_SASL_PASSWORD)" },
-  kafkaSaslUsername: { flag: "kafka-sasl-username", env: "STREAMSINK_KAFKA_SASL_USERNAME", help: "SASL user name" },
+  ...KAFKA_SECURITY_SETTINGS,
   redisUrl: { flag: "redis-url", env: "STREAMSINK_REDIS_URL", help: "redis://host:port (unset = local snapshot directory)" },
   snapshotDir: { flag: "snapshot-dir", env: "STREAMSINK_SNAPSHOT_DIR", help: "local snapshot directory (no Redis)", fallback: ".streamsink/snapshots" },
   snapshotInterval: { flag: "snapshot-interval-ms", env: "STREAMSINK_SNAPSHOT_INTERVAL_MS", help: "snapshot (and offset commit) cadence", fallback: "2000" },
@@ -138,9 +137,6 @@ const SETTINGS = {
   grpcTlsKey: { flag: "grpc-tls-key", env: "STREAMSINK_GRPC_TLS_KEY", help: "PEM private key of --grpc-tls-cert" },
   grpcTlsClientCa: { flag: "grpc-tls-client-ca", env: "STREAMSINK_GRPC_TLS_CLIENT_CA", help: "CA for client certificates: require mutual TLS" },
   grpcTlsCa: { flag: "grpc-tls-ca", env: "STREAMSINK_GRPC_TLS_CA", help: "CA other workers' certificates are checked against when forwarding (default: --grpc-tls-client-ca)" },
-  kafkaTlsCa: { flag: "kafka-tls-ca", env: "STREAMSINK_KAFKA_TLS_CA", help: "CA of the brokers' certificates (with --kafka-ssl true)" },
-  kafkaTlsCert: { flag: "kafka-tls-cert", env: "STREAMSINK_KAFKA_TLS_CERT", help: "client certificate for brokers that require one (with --kafka-ssl true)" },
-  kafkaTlsKey: { flag: "kafka-tls-key", env: "STREAMSINK_KAFKA_TLS_KEY", help: "key of --kafka-tls-cert" },
   redisUsername: { flag: "redis-username", env: "STREAMSINK_REDIS_USERNAME", help: "Redis ACL user (password from STREAMSINK_REDIS_PASSWORD)" },
   redisTlsCa: { flag: "redis-tls-ca", env: "STREAMSINK_REDIS_TLS_CA", help: "CA of the Redis server certificate (rediss:// URLs)" },
   redisTlsCert: { flag: "redis-tls-cert", env: "STREAMSINK_REDIS_TLS_CERT", help: "client certificate for Redis servers that require one" },
@@ -227,17 +223,7 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
   if (advertise !== undefined && !/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(advertise))
     throw new ConfigError(`${name(SETTINGS.advertise)}: "${advertise}" is not host:port`);
 
-  const sslRaw = raw(SETTINGS.kafkaSsl)!;
-  if (sslRaw !== "true" && sslRaw !== "false") throw new ConfigError(`${name(SETTINGS.kafkaSsl)} must be true or false, got "${sslRaw}"`);
-  const mechanismRaw = raw(SETTINGS.kafkaSaslMechanism);
-  let kafkaSasl: WorkerConfig["kafkaSasl"];
-  if (mechanismRaw !== undefined) {
-    const mechanism = choice(SETTINGS.kafkaSaslMechanism, ["plain", "scram-sha-256", "scram-sha-512"] as const);
-    const username = raw(SETTINGS.kafkaSaslUsername);
-    const password = env.STREAMSINK_KAFKA_SASL_PASSWORD;
-    if (!username || !password) throw new ConfigError(`SASL (${mechanism}) needs ${name(SETTINGS.kafkaSaslUsername)} and STREAMSINK_KAFKA_SASL_PASSWORD`);
-    kafkaSasl = { mechanism, username, password };
-  }
+  const kafkaSecurity = parseKafkaClientSecurity(raw, env, (message) => new ConfigError(message));
 
   const file = (s: Setting): string | undefined => {
     const v = raw(s);
@@ -271,16 +257,10 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
   const redisTlsCa = file(SETTINGS.redisTlsCa);
   if ((redisTlsCa !== undefined || redisCertFile !== undefined) && !redisUrl?.startsWith("rediss://"))
     throw new ConfigError(`Redis TLS settings need a rediss:// URL in ${name(SETTINGS.redisUrl)}`);
-  const kafkaTlsCa = file(SETTINGS.kafkaTlsCa);
-  if (kafkaTlsCa !== undefined && raw(SETTINGS.kafkaSsl) !== "true") throw new ConfigError(`${name(SETTINGS.kafkaTlsCa)} needs ${name(SETTINGS.kafkaSsl)} true`);
-  const kafkaTlsCert = file(SETTINGS.kafkaTlsCert);
-  const kafkaTlsKey = file(SETTINGS.kafkaTlsKey);
-  if ((kafkaTlsCert === undefined) !== (kafkaTlsKey === undefined)) throw new ConfigError(`${name(SETTINGS.kafkaTlsCert)} and ${name(SETTINGS.kafkaTlsKey)} go together`);
-  if (kafkaTlsCert !== undefined && raw(SETTINGS.kafkaSsl) !== "true") throw new ConfigError(`${name(SETTINGS.kafkaTlsCert)} needs ${name(SETTINGS.kafkaSsl)} true`);
   const security: SecuritySettings = {
-    kafkaTlsCa,
-    kafkaTlsCert,
-    kafkaTlsKey,
+    kafkaTlsCa: kafkaSecurity.kafkaTlsCa,
+    kafkaTlsCert: kafkaSecurity.kafkaTlsCert,
+    kafkaTlsKey: kafkaSecurity.kafkaTlsKey,
     redis: {
       username: raw(SETTINGS.redisUsername),
       password: env.STREAMSINK_REDIS_PASSWORD !== undefined && env.STREAMSINK_REDIS_PASSWORD !== "" ? env.STREAMSINK_REDIS_PASSWORD : undefined,
@@ -329,8 +309,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     kafkaDeadLetterTopic: topic(SETTINGS.kafkaDlq),
     kafkaGroup: raw(SETTINGS.kafkaGroup)!,
     kafkaPartitions: int(SETTINGS.kafkaPartitions, 1, 10000),
-    kafkaSsl: sslRaw === "true",
-    kafkaSasl,
+    kafkaSsl: kafkaSecurity.ssl,
+    kafkaSasl: kafkaSecurity.sasl,
     redisUrl,
     snapshotDir: resolve(raw(SETTINGS.snapshotDir)!),
     snapshotIntervalMs: int(SETTINGS.snapshotInterval, 100, 3_600_000),

@@ -457,6 +457,20 @@ describe("helm chart: security", () => {
     expect(renderError({ redis: { url: "redis://r:6379", tlsCaSecret: "ca" } })).toMatch(/rediss/);
   });
 
+  it("mounts the worker's Kafka CA and client certificate in the sidecar too (its lag probe reads the same ConfigMap paths)", () => {
+    const mounts = (objs: K8sObject[]) => ((container(objs, "metrics-sidecar")!.volumeMounts ?? []) as K8sObject[]).map((m) => [m.name, m.mountPath, m.readOnly]);
+    const secured = render({}, [SECURED]);
+    expect(mounts(secured)).toEqual([
+      ["kafka-ca", "/etc/streamsink/kafka-ca", true],
+      ["kafka-client", "/etc/streamsink/kafka-client", true],
+    ]);
+    const data = one(secured, "ConfigMap").data;
+    for (const [, path] of mounts(secured)) expect([data.STREAMSINK_KAFKA_TLS_CA, data.STREAMSINK_KAFKA_TLS_CERT].some((f: string) => f.startsWith(`${path}/`))).toBe(true);
+    expect(mounts(render({ kafka: { brokers: ["kafka:9093"], tls: true, tlsCaSecret: "kafka-ca" } }))).toEqual([["kafka-ca", "/etc/streamsink/kafka-ca", true]]);
+    expect(mounts(render({ kafka: { brokers: ["kafka:9093"], tls: true } }))).toEqual([]);
+    expect(mounts(render({ kafka: { brokers: ["kafka:9093"], tls: false, tlsCaSecret: "kafka-ca" } }))).toEqual([]);
+  });
+
   it("uses an existing auth Secret without making its own", () => {
     const objs = render({ ...CLUSTER, security: { auth: { enabled: true, existingSecret: "tenants" } } });
     expect(objs.filter((o) => o.kind === "Secret")).toEqual([]);

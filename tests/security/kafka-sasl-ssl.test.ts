@@ -5,9 +5,10 @@
  * in the JAAS config, a SCRAM-SHA-512 user created with the broker's own
  * ConfigCommand). A worker logs and serves its calls through each; a wrong
  * password, a missing client certificate or a client that does not trust the
- * CA is refused.
+ * CA is refused. The metrics sidecar reads consumer-group lag and `streamsink
+ * feed` produces records through the same listeners with the same flags.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,12 +16,16 @@ import { join } from "node:path";
 import { Kafka, logLevel, type SASLOptions } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { runLoad } from "../../services/cli/load.js";
 import { StreamsinkClient } from "../../services/grpc/grpc-client.js";
 import { loadWorkerConfig } from "../../services/worker/config.js";
 import { createLogger } from "../../services/worker/logger.js";
+import { decodeInputRecord } from "../../services/worker/kafka/record-codec.js";
 import { Worker } from "../../services/worker/worker.js";
 import { loadGolden, modelDir, ROOT } from "../helpers/fixtures.js";
-import { freePort } from "../helpers/worker-process.js";
+import { buildDist, freePort } from "../helpers/worker-process.js";
+import { samplesOf, valueOf } from "../ops/prom-text.js";
+import { scrapeUntil, type SidecarProcess, startSidecar } from "../ops/sidecar-process.js";
 import { issue, makeCa } from "./test-ca.js";
 
 const ids = loadGolden("llama-gqa").cases[0]!.ids;
@@ -77,6 +82,8 @@ describe("Kafka over SASL_SSL and mutual TLS", () => {
         `SCRAM-SHA-512=[password=${SCRAM_USER.password}]`, "--entity-type", "users", "--entity-name", SCRAM_USER.username],
       { stdio: "pipe", timeout: 120_000 },
     );
+    // The sidecar and the CLI run as processes from dist/.
+    buildDist();
   }, 240_000);
 
   afterAll(() => {
@@ -192,4 +199,210 @@ describe("Kafka over SASL_SSL and mutual TLS", () => {
       expect(lines.join("")).not.toContain(user.password);
     });
   }
+
+  /** Admin on the plaintext listener (the operator's side): topics and offsets the clients under test read or write. */
+  function operator() {
+    return new Kafka({ clientId: "sasl-operator", brokers: [`127.0.0.1:${plainPort}`], logLevel: logLevel.NOTHING });
+  }
+
+  describe("metrics sidecar", () => {
+    const sidecars: SidecarProcess[] = [];
+    afterAll(async () => {
+      for (const s of sidecars) await s.stop();
+    });
+
+    /** A topic with 5 + 3 records and the group committed at 2 on partition 0: lag 3 and 3. */
+    async function laggingGroup(): Promise<{ topic: string; group: string }> {
+      const topic = `sidecar-tls-${Date.now()}`;
+      const group = `${topic}-g`;
+      const admin = operator().admin();
+      const producer = operator().producer();
+      await admin.connect();
+      await producer.connect();
+      try {
+        await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+        const records = (partition: number, n: number) => Array.from({ length: n }, (_, i) => ({ partition, value: `r${i}` }));
+        await producer.send({ topic, messages: [...records(0, 5), ...records(1, 3)] });
+        await admin.setOffsets({ groupId: group, topic, partitions: [{ partition: 0, offset: "2" }] });
+      } finally {
+        await producer.disconnect();
+        await admin.disconnect();
+      }
+      return { topic, group };
+    }
+
+    async function sidecar(port: number, topic: string, group: string, kafkaArgs: string[], env: Record<string, string> = {}): Promise<SidecarProcess> {
+      const s = await startSidecar(
+        ["--worker-metrics", "http://127.0.0.1:1/metrics", "--nvidia-smi", "off", "--kafka-interval-ms", "300",
+          "--kafka-brokers", `127.0.0.1:${port}`, "--kafka-group", group, "--kafka-topic", topic, ...kafkaArgs],
+        env,
+      );
+      sidecars.push(s);
+      return s;
+    }
+
+    const lagOf = (e: Parameters<typeof valueOf>[0], group: string, topic: string) =>
+      [0, 1].map((p) => valueOf(e, "streamsink_kafka_consumer_group_lag_records", { group, topic, partition: String(p) }));
+
+    it("reads consumer-group lag through the mutual-TLS listener with the CA file and its client certificate", async () => {
+      const { topic, group } = await laggingGroup();
+      const side = await sidecar(mtlsPort, topic, group, ["--kafka-ssl", "true", "--kafka-tls-ca", ca.caCert, "--kafka-tls-cert", workerCert.cert, "--kafka-tls-key", workerCert.key]);
+      const e = await scrapeUntil(side, (x) => valueOf(x, "streamsink_sidecar_kafka_up") === 1, "a lag read over mutual TLS");
+      expect(lagOf(e, group, topic)).toEqual([3, 3]);
+      expect(valueOf(e, "streamsink_kafka_consumer_group_committed_offset", { group, topic, partition: "0" })).toBe(2);
+    });
+
+    it("reads consumer-group lag through the SASL_SSL listener (SCRAM, password from the environment)", async () => {
+      const { topic, group } = await laggingGroup();
+      const side = await sidecar(
+        saslPort, topic, group,
+        ["--kafka-ssl", "true", "--kafka-tls-ca", ca.caCert, "--kafka-sasl-mechanism", "scram-sha-512", "--kafka-sasl-username", SCRAM_USER.username],
+        { STREAMSINK_KAFKA_SASL_PASSWORD: SCRAM_USER.password },
+      );
+      const e = await scrapeUntil(side, (x) => valueOf(x, "streamsink_sidecar_kafka_up") === 1, "a lag read over SASL_SSL");
+      expect(lagOf(e, group, topic)).toEqual([3, 3]);
+      expect(side.logs.join("")).not.toContain(SCRAM_USER.password);
+    });
+
+    it("reports kafka_up 0 and keeps serving when it does not trust the brokers' CA", async () => {
+      const { topic, group } = await laggingGroup();
+      // The client certificate is right; only the CA is missing (the system's roots do not know the test CA).
+      const side = await sidecar(mtlsPort, topic, group, ["--kafka-ssl", "true", "--kafka-tls-cert", workerCert.cert, "--kafka-tls-key", workerCert.key]);
+      const kafkaHealth = async () => (await side.health()).kafka as { up: boolean; lastError?: string };
+      let health = await kafkaHealth();
+      for (let checks = 0; checks < 600 && health.lastError === undefined; checks++) {
+        await new Promise((r) => setTimeout(r, 100));
+        health = await kafkaHealth();
+      }
+      expect(health).toMatchObject({ group, topic, up: false });
+      expect(health.lastError).toMatch(/certificate/i);
+      const e = await side.scrape();
+      expect(valueOf(e, "streamsink_sidecar_kafka_up")).toBe(0);
+      expect(samplesOf(e, "streamsink_kafka_consumer_group_lag_records")).toEqual([]);
+      expect(side.proc.exitCode).toBe(null);
+    });
+
+    it("refuses a CA file without --kafka-ssl true, and a missing CA file, at start", async () => {
+      await expect(sidecar(mtlsPort, "t", "g", ["--kafka-tls-ca", ca.caCert])).rejects.toThrow(/--kafka-tls-ca \/ STREAMSINK_KAFKA_TLS_CA needs --kafka-ssl/);
+      await expect(sidecar(mtlsPort, "t", "g", ["--kafka-ssl", "true"], { STREAMSINK_KAFKA_TLS_CA: join(ca.dir, "absent.crt") })).rejects.toThrow(/absent\.crt does not exist/);
+    });
+  });
+
+  it("drives `streamsink load` Kafka sessions through the SASL_SSL listener (records in, results back)", async () => {
+    const topic = `load-sasl-${Date.now()}`;
+    const kafkaArgs = ["--kafka-ssl", "true", "--kafka-tls-ca", ca.caCert, "--kafka-sasl-mechanism", "scram-sha-512", "--kafka-sasl-username", SCRAM_USER.username];
+    const worker = await Worker.start(
+      loadWorkerConfig(
+        ["--model", modelDir("llama-gqa"), "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0",
+          "--snapshot-dir", mkdtempSync(join(tmpdir(), "load-sasl-worker-")), "--sinks", "4", "--window", "28",
+          "--kafka-brokers", `127.0.0.1:${saslPort}`, ...kafkaArgs,
+          "--kafka-input-topic", `${topic}.in`, "--kafka-output-topic", `${topic}.out`, "--kafka-dead-letter-topic", `${topic}.dlq`,
+          "--kafka-group", `${topic}-g`, "--kafka-partitions", "1"],
+        { STREAMSINK_KAFKA_SASL_PASSWORD: SCRAM_USER.password },
+      ),
+      { log: createLogger("error") },
+    );
+    // The CLI reads the password from its environment only.
+    process.env.STREAMSINK_KAFKA_SASL_PASSWORD = SCRAM_USER.password;
+    try {
+      const report = (await runLoad(
+        ["--server", worker.advertiseAddress, "--sessions", "1", "--kafka-sessions", "1", "--minutes", "0.05", "--generate", "2", "--append-words", "6",
+          "--kafka-brokers", `127.0.0.1:${saslPort}`, "--kafka-input-topic", `${topic}.in`, "--kafka-output-topic", `${topic}.out`, ...kafkaArgs],
+        () => undefined,
+      )) as { kafka: { requests: number; errors: Record<string, number>; tokens_appended: number; tokens_generated: number } };
+      expect(report.kafka.errors).toEqual({});
+      expect(report.kafka.requests).toBeGreaterThanOrEqual(2);
+      expect(report.kafka.tokens_appended).toBeGreaterThan(0);
+      expect(report.kafka.tokens_generated).toBeGreaterThan(0);
+    } finally {
+      delete process.env.STREAMSINK_KAFKA_SASL_PASSWORD;
+      await worker.stop();
+    }
+  });
+
+  describe("streamsink feed --kafka-brokers", () => {
+    const text = Array.from({ length: 40 }, (_, i) => `line ${i} of the text fed through TLS`).join("\n") + "\n";
+    const textFile = join(ca.dir, "feed.txt");
+    writeFileSync(textFile, text);
+
+    function feed(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stderr: string }> {
+      return new Promise((resolve) => {
+        execFile(
+          process.execPath,
+          [join(ROOT, "dist", "services", "cli", "main.js"), "feed", "--text", textFile, "--chunk-bytes", "256", ...args],
+          { cwd: ROOT, env: { ...process.env, STREAMSINK_KAFKA_SASL_PASSWORD: "", ...env }, timeout: 120_000 },
+          (err, _stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+        );
+      });
+    }
+
+    async function newTopic(): Promise<string> {
+      const topic = `feed-tls-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+      const admin = operator().admin();
+      await admin.connect();
+      try {
+        await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+      } finally {
+        await admin.disconnect();
+      }
+      return topic;
+    }
+
+    /** The append ops on the topic, read back through the plaintext listener. */
+    async function appendsOn(topic: string, expected: number) {
+      const consumer = operator().consumer({ groupId: `${topic}-reader` });
+      const ops: ReturnType<typeof decodeInputRecord>[] = [];
+      await consumer.connect();
+      try {
+        await consumer.subscribe({ topic, fromBeginning: true });
+        await new Promise<void>((resolve) => {
+          void consumer.run({
+            eachMessage: async ({ message }) => {
+              ops.push(decodeInputRecord(message.key, message.value, 1 << 20));
+              if (ops.length === expected) resolve();
+            },
+          });
+        });
+      } finally {
+        await consumer.disconnect();
+      }
+      return ops;
+    }
+
+    const appendsCount = (stderr: string) => Number(/fed \d+ bytes in (\d+) appends/.exec(stderr)?.[1]);
+
+    for (const [listener, port, securityArgs, env] of [
+      ["SASL_SSL (scram-sha-512)", () => saslPort, ["--kafka-sasl-mechanism", "scram-sha-512", "--kafka-sasl-username", SCRAM_USER.username], { STREAMSINK_KAFKA_SASL_PASSWORD: SCRAM_USER.password }],
+      ["SASL_SSL (plain)", () => saslPort, ["--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", PLAIN_USER.username], { STREAMSINK_KAFKA_SASL_PASSWORD: PLAIN_USER.password }],
+      ["mutual TLS", () => mtlsPort, ["--kafka-tls-cert", workerCert.cert, "--kafka-tls-key", workerCert.key], {}],
+    ] as const) {
+      it(`delivers the text as append records through the ${listener} listener`, async () => {
+        const topic = await newTopic();
+        const r = await feed(
+          ["--kafka-brokers", `127.0.0.1:${port()}`, "--kafka-topic", topic, "--session", "fed-over-tls", "--kafka-ssl", "true", "--kafka-tls-ca", ca.caCert, ...securityArgs],
+          env,
+        );
+        expect(r.stderr).toContain('to session "fed-over-tls"');
+        expect(r.code).toBe(0);
+        const chunks = appendsCount(r.stderr);
+        expect(chunks).toBeGreaterThan(1);
+        const ops = await appendsOn(topic, chunks);
+        expect(ops.every((op) => op.kind === "append" && op.session === "fed-over-tls")).toBe(true);
+        expect(ops.map((op) => (op.kind === "append" && "text" in op.input ? op.input.text : "")).join("")).toBe(text);
+      });
+    }
+
+    it("refuses settings that cannot work before connecting (exit 2, the setting named)", async () => {
+      const brokers = ["--kafka-brokers", `127.0.0.1:${saslPort}`, "--session", "s"];
+      const noSsl = await feed([...brokers, "--kafka-tls-ca", ca.caCert]);
+      expect(noSsl.code).toBe(2);
+      expect(noSsl.stderr).toMatch(/--kafka-tls-ca \/ STREAMSINK_KAFKA_TLS_CA needs --kafka-ssl \/ STREAMSINK_KAFKA_SSL true/);
+      const noPassword = await feed([...brokers, "--kafka-ssl", "true", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", "alice"]);
+      expect(noPassword.code).toBe(2);
+      expect(noPassword.stderr).toMatch(/needs --kafka-sasl-username \/ STREAMSINK_KAFKA_SASL_USERNAME and STREAMSINK_KAFKA_SASL_PASSWORD/);
+      const loneCert = await feed([...brokers, "--kafka-ssl", "true", "--kafka-tls-cert", workerCert.cert]);
+      expect(loneCert.code).toBe(2);
+      expect(loneCert.stderr).toMatch(/go together/);
+    });
+  });
 });
