@@ -23,8 +23,12 @@ export interface SnapshotMeta {
 export interface SnapshotStore {
   /** Resolves to the bytes written when the store writes less than `bytes` (incremental), else nothing. */
   save(session: string, bytes: Uint8Array, meta: SnapshotMeta): Promise<number | void>;
-  /** undefined when there is none. Throws CorruptSnapshotError on a damaged envelope. */
-  load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined>;
+  /**
+   * undefined when there is none; `closed` when the session was closed (a
+   * tombstone: meta.inputOffset is the close record). Throws
+   * CorruptSnapshotError on a damaged envelope.
+   */
+  load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | { closed: SnapshotMeta } | undefined>;
   /** Removes a closed session's snapshot; `meta` (partition, epoch) fences it like a save. */
   delete(session: string, meta?: SnapshotMeta): Promise<void>;
   /** Forgets per-session write state (the session was closed or moved away); optional. */

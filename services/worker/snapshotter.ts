@@ -123,14 +123,15 @@ export class Snapshotter {
 
   /**
    * The session's snapshot, or undefined when it has none (or had a corrupt
-   * one, which is logged, counted and deleted). Throws OwnerUnavailableError
+   * one, which is logged, counted and deleted), or `closed` with the offset
+   * of its close record (a tombstone). Throws OwnerUnavailableError
    * while the store cannot be read.
    */
-  async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | { rejected: string } | undefined> {
+  async restore(session: string): Promise<{ session: Session; meta: SnapshotMeta } | { rejected: string } | { closed: SnapshotMeta } | undefined> {
     // Closed, but its snapshot is not deleted yet: that snapshot is history.
     if (this.#deleting.has(session)) return undefined;
     const t0 = performance.now();
-    let loaded: { bytes: Uint8Array; meta: SnapshotMeta } | undefined;
+    let loaded: Awaited<ReturnType<SnapshotStore["load"]>>;
     try {
       loaded = await this.#store.load(session);
     } catch (err) {
@@ -148,6 +149,7 @@ export class Snapshotter {
     if (!loaded) return undefined;
     // Closed while the load was in flight.
     if (this.#deleting.has(session)) return undefined;
+    if ("closed" in loaded) return loaded;
     try {
       const restored = await this.#engine.importSession(loaded.bytes);
       this.stats.restored++;

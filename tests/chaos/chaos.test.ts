@@ -28,12 +28,14 @@ const SESSIONS = Number(process.env.STREAMSINK_CHAOS_SESSIONS ?? 100);
 const ROUNDS = Number(process.env.STREAMSINK_CHAOS_ROUNDS ?? 6);
 const CONFIG = { policy: "sinks" as const, sinks: 4, window: 28 };
 
-/** Round r of session k: an append of 12-20 tokens, and every other round a short generation. */
+/** Round r of session k: an append of 12-20 tokens, every other round a short generation, and a few closes. */
 function roundOps(k: number, r: number): SessionOp[] {
   const s = `c-${k}`;
   const start = (k * 7 + r * 13) % 120;
   const ops: SessionOp[] = [{ kind: "append", session: s, requestId: `${s}-r${r}-a`, input: { tokens: ids.slice(start, start + 12 + ((k + r) % 9)) } }];
   if (r % 2 === 1) ops.push({ kind: "generate", session: s, requestId: `${s}-r${r}-g`, maxNewTokens: 4, sampling: { temperature: 1, seed: k * 100 + r } });
+  // Every tenth session is closed mid-run (while a worker is killed) and starts afresh in the next round.
+  if (r === 3 && k % 10 === 0) ops.push({ kind: "close", session: s, requestId: `${s}-r${r}-c` });
   return ops;
 }
 

@@ -11,11 +11,18 @@ import { Engine, type Session } from "../../services/engine/index.js";
 import { RedisKeys } from "../../services/worker/redis/keys.js";
 import { OwnershipRegistry } from "../../services/worker/redis/ownership-registry.js";
 import { RedisSnapshotStore, SnapshotBaseMovedError, StaleOwnerError } from "../../services/worker/redis/redis-snapshot-store.js";
-import { CorruptSnapshotError, encodeEnvelope } from "../../services/worker/snapshot-store.js";
+import { CorruptSnapshotError, encodeEnvelope, type SnapshotMeta } from "../../services/worker/snapshot-store.js";
 import { loadGolden, modelDir } from "../helpers/fixtures.js";
 import { type RedisHandle, startRedis } from "../helpers/infra.js";
 
 const ids = loadGolden("llama-gqa").cases[0]!.ids;
+
+/** A stored snapshot's bytes and meta (not a tombstone). */
+async function snapshotOf(store: RedisSnapshotStore, id: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined> {
+  const got = await store.load(id);
+  if (got && "closed" in got) throw new Error(`"${id}" holds a tombstone`);
+  return got;
+}
 
 describe("RedisSnapshotStore", () => {
   let server: RedisHandle;
@@ -35,7 +42,7 @@ describe("RedisSnapshotStore", () => {
 
   /** Loads the stored snapshot and checks it is exactly the session's state now. */
   async function expectStored(store: RedisSnapshotStore, id: string, session: Session): Promise<void> {
-    const got = await store.load(id);
+    const got = await snapshotOf(store, id);
     expect(Buffer.from(got!.bytes).equals(await session.export())).toBe(true);
     const restored = await engine.importSession(got!.bytes);
     expect((await restored.info()).tokensSeen).toBe((await session.info()).tokensSeen);
@@ -68,7 +75,7 @@ describe("RedisSnapshotStore", () => {
       await expectStored(store, "inc", session);
       cacheTokens = to;
     }
-    expect((await store.load("inc"))!.meta.inputOffset).toBe("70");
+    expect((await snapshotOf(store, "inc"))!.meta.inputOffset).toBe("70");
     await session.close();
   });
 
@@ -127,7 +134,7 @@ describe("RedisSnapshotStore", () => {
   it("reads a snapshot an earlier version stored whole as a string", async () => {
     const store = new RedisSnapshotStore(redis, keys, 600);
     await redis.set(keys.snapshot("v1"), encodeEnvelope(Buffer.from([1, 2, 3]), { inputOffset: "4" }));
-    const got = await store.load("v1");
+    const got = await snapshotOf(store, "v1");
     expect(Buffer.from(got!.bytes)).toEqual(Buffer.from([1, 2, 3]));
     expect(got!.meta.inputOffset).toBe("4");
   });
@@ -135,14 +142,14 @@ describe("RedisSnapshotStore", () => {
   it("round-trips bytes and meta, with a TTL", async () => {
     const store = new RedisSnapshotStore(redis, keys, 120);
     await store.save("a", Buffer.from([1, 2, 3]), { partition: 2, inputOffset: "41" });
-    const got = await store.load("a");
+    const got = await snapshotOf(store, "a");
     expect(Buffer.from(got!.bytes)).toEqual(Buffer.from([1, 2, 3]));
     expect(got!.meta).toEqual({ partition: 2, inputOffset: "41" });
     const ttl = await redis.ttl(keys.snapshot("a"));
     expect(ttl).toBeGreaterThan(100);
     expect(ttl).toBeLessThanOrEqual(120);
     await store.delete("a");
-    expect(await store.load("a")).toBeUndefined();
+    expect(await snapshotOf(store, "a")).toBeUndefined();
   });
 
   it("refuses a write from an owner whose partition epoch is stale", async () => {
@@ -154,7 +161,7 @@ describe("RedisSnapshotStore", () => {
     expect(fresh).toBeGreaterThan(old);
     await store.save("s", Buffer.from("new-1"), { partition: 5, inputOffset: "9", epoch: fresh });
     await expect(store.save("s", Buffer.from("old-2"), { partition: 5, inputOffset: "3", epoch: old })).rejects.toBeInstanceOf(StaleOwnerError);
-    const got = await store.load("s");
+    const got = await snapshotOf(store, "s");
     expect(Buffer.from(got!.bytes).toString()).toBe("new-1");
     expect(got!.meta.inputOffset).toBe("9");
   });
@@ -167,9 +174,13 @@ describe("RedisSnapshotStore", () => {
     const fresh = await owners.claim(1);
     await store.save("d", Buffer.from("new"), { partition: 1, inputOffset: "5", epoch: fresh });
     await expect(store.delete("d", { partition: 1, epoch: old })).rejects.toBeInstanceOf(StaleOwnerError);
-    expect(Buffer.from((await store.load("d"))!.bytes).toString()).toBe("new");
+    expect(Buffer.from((await snapshotOf(store, "d"))!.bytes).toString()).toBe("new");
     await store.delete("d", { partition: 1, epoch: fresh });
-    expect(await store.load("d")).toBeUndefined();
+    expect(await snapshotOf(store, "d")).toBeUndefined();
+    // With the close record's offset, a tombstone stays.
+    await store.save("d", Buffer.from("again"), { partition: 1, inputOffset: "7", epoch: fresh });
+    await store.delete("d", { partition: 1, epoch: fresh, inputOffset: "8" });
+    expect(await store.load("d")).toEqual({ closed: { inputOffset: "8" } });
   });
 
   it("claims after Redis lost its data still outrank every earlier claim", async () => {

@@ -498,7 +498,10 @@ export class KafkaRuntime {
           if (this.#assigned.has(partition) && !this.#stopping) this.#waitForStore(partition, session, message.offset);
           return;
         }
-        if (restored && "rejected" in restored) {
+        if (restored && "closed" in restored) {
+          // Closed at that record (a tombstone): the records up to it are history, the ones after start afresh.
+          if (restored.closed.inputOffset !== undefined) this.#skipUpTo.set(session, BigInt(restored.closed.inputOffset));
+        } else if (restored && "rejected" in restored) {
           // Tell the session's readers: its state was reset and continues from the records after the last commit.
           this.#send(
             session,
@@ -741,9 +744,12 @@ export class KafkaRuntime {
       if (this.#events.claimPartition && !this.#epochs.has(partition)) continue;
       const epoch = this.#epochs.get(partition);
       const fence = { partition, ...(epoch !== undefined ? { epoch } : {}) };
-      for (const [s, closedAt] of offsets.pendingCloses()) {
+      const closes = offsets.pendingCloses();
+      // A new owner that finds a tombstone skips the close: its output must be written first.
+      if (closes.length > 0) await this.#outputsDurable();
+      for (const [s, closedAt] of closes) {
         if (!this.#assigned.has(partition) || this.#stopped) break;
-        if (await this.#snapshots.completeDelete(s, fence)) offsets.deleted(s, closedAt);
+        if (await this.#snapshots.completeDelete(s, { ...fence, inputOffset: closedAt.toString() })) offsets.deleted(s, closedAt);
       }
       const started: Array<Promise<void>> = [];
       for (const s of offsets.sessionsNeedingSnapshot()) {

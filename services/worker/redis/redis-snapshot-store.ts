@@ -129,11 +129,17 @@ export class RedisSnapshotStore implements SnapshotStore {
     return fields.reduce((n, f) => n + f.length, 0);
   }
 
-  async load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | undefined> {
+  async load(session: string): Promise<{ bytes: Uint8Array; meta: SnapshotMeta } | { closed: SnapshotMeta } | undefined> {
     const flat = (await this.redis.callBuffer("EVAL", [LOAD_SNAPSHOT, "1", this.keys.snapshot(session)])) as Buffer[];
     if (flat.length === 0) return undefined;
     const fields = new Map<string, Buffer>();
     for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i]!.toString("latin1"), flat[i + 1]!);
+    const tomb = fields.get("tomb");
+    if (tomb !== undefined) {
+      const closedAt = tomb.toString("latin1");
+      if (!/^\d+$/.test(closedAt)) throw new CorruptSnapshotError("tombstone has no close offset");
+      return { closed: { inputOffset: closedAt } };
+    }
     const head = fields.get("head");
     if (!head) throw new CorruptSnapshotError("snapshot has no head");
     const { bytes, meta } = decodeEnvelope(head);
@@ -151,11 +157,12 @@ export class RedisSnapshotStore implements SnapshotStore {
     return { bytes: joinSnapshot(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), sink, slots), meta };
   }
 
+  /** Removes a closed session's snapshot; fenced (partition, epoch), it leaves a tombstone at meta.inputOffset, the close record. */
   async delete(session: string, meta: SnapshotMeta = {}): Promise<void> {
     this.#written.delete(session);
     if (this.partitionKey && meta.partition !== undefined && meta.epoch !== undefined) {
       const epochKey = this.keys.epoch(this.partitionKey.group, this.partitionKey.topic, meta.partition);
-      const deleted = await this.redis.eval(DELETE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, String(meta.epoch));
+      const deleted = await this.redis.eval(DELETE_SNAPSHOT, 2, this.keys.snapshot(session), epochKey, String(meta.epoch), meta.inputOffset ?? "", String(this.ttlSeconds));
       if (deleted !== 1) throw new StaleOwnerError(`delete of "${session}" refused: partition ${meta.partition} has a newer owner`);
       return;
     }
