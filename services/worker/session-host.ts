@@ -2,12 +2,15 @@
  * SessionHost: the sessions a worker owns, a FIFO of operations per session,
  * and the scheduler that advances them with continuous batching.
  *
- * Each tick builds one engine step: sessions with work are visited round-robin
- * (starting one further each tick, so no session is always first), and each
- * contributes either a prefill chunk of its current op or one decode token of
- * its current generation, until the step's token budget is spent. One engine
- * step runs them all; results go back to each op. Ops on one session never
- * overlap or reorder; ops on different sessions share steps freely.
+ * Each tick builds one engine step in two passes over the sessions with work.
+ * First every decoding session contributes its next token (decode first, so a
+ * generation advances every tick however much prefill is queued; a quarter of
+ * the step's token budget stays for prefill when some is waiting, and the
+ * visit starts one further each tick). Then prefill chunks fill the rest of
+ * the budget, oldest op first, so appends complete in arrival order (the
+ * shortest mean wait) and none waits behind later ones. One engine step runs
+ * them all; results go back to each op. Ops on one session never overlap or
+ * reorder; ops on different sessions share steps freely.
  */
 import { Engine, type Policy, Sampler, type Session, type StepRequest, type StepResult } from "../engine/index.js";
 import { InvalidRequestError, LimitExceededError, ShuttingDownError } from "./errors.js";
@@ -79,6 +82,8 @@ interface Job {
   logprobs: number[];
   appended: number[];
   started: boolean;
+  /** Arrival number: prefill is served oldest first. */
+  seq: number;
   generate?: {
     sampler: Sampler;
     generated: number[];
@@ -119,6 +124,7 @@ export class SessionHost {
   readonly #sessions = new Map<string, Hosted>();
   readonly #admissions = new Map<string, Promise<void>>();
   #round = 0;
+  #nextSeq = 0;
   #running = false;
   #closing = false;
   #idleWaiters: Array<() => void> = [];
@@ -266,6 +272,7 @@ export class SessionHost {
       logprobs: [],
       appended: [],
       started: false,
+      seq: this.#nextSeq++,
     };
     if (op.kind === "append") {
       job.pending = this.resolveInput(op.input, "append", false);
@@ -464,12 +471,22 @@ export class SessionHost {
   async #tick(): Promise<boolean> {
     const active = [...this.#sessions.values()].filter((h) => h.queue.length > 0);
     if (active.length === 0) return false;
-    const start = this.#round++ % active.length;
-    const order = [...active.slice(start), ...active.slice(0, start)];
+    const rotate = <T>(xs: T[], k: number): T[] => (xs.length === 0 ? xs : [...xs.slice(k % xs.length), ...xs.slice(0, k % xs.length)]);
+    const order = rotate(active, this.#round++);
     let budget = this.limits.maxBatchTokens;
     const requests: StepRequest[] = [];
     const owners: Array<{ hosted: Hosted; job: Job; tokens: number[] }> = [];
+    const take = (hosted: Hosted, job: Job, tokens: number[]) => {
+      budget -= tokens.length;
+      job.started = true;
+      requests.push({ session: hosted.session, tokens, logprobs: job.wantLogprobs });
+      owners.push({ hosted, job, tokens });
+    };
 
+    // Pass 1: closes, finished ops, and one decode token per generating session.
+    const prefill: Hosted[] = [];
+    const prefillWaiting = active.some((h) => (h.queue[0]?.pending.length ?? 0) > 0);
+    const decodeFloor = prefillWaiting ? Math.min(this.limits.prefillChunk, Math.floor(this.limits.maxBatchTokens / 4)) : 0;
     for (const hosted of order) {
       // An earlier await in this tick (a close) may have let the session be evicted or emptied.
       const job = hosted.queue[0];
@@ -478,40 +495,45 @@ export class SessionHost {
         await this.#close(hosted, job);
         continue;
       }
-      if (budget <= 0) continue;
-      let tokens: number[];
       if (job.pending.length > 0) {
-        tokens = job.pending.splice(0, Math.min(job.pending.length, this.limits.prefillChunk, budget));
-      } else if (job.generate) {
-        const g = job.generate;
-        if (g.generated.length >= g.maxNew || g.stopHit || job.signal?.aborted) {
-          this.#finishGenerate(hosted, job);
-          continue;
-        }
-        const next = hosted.session.nextLogprobs;
-        if (!next) {
-          this.#fail(hosted, job, new InvalidRequestError("generate needs context: the session is empty and no prompt was given"));
-          continue;
-        }
-        // A replayed generation re-applies what it produced before the failover; it samples only past that.
-        const token = g.generated.length < g.recorded.length ? g.recorded[g.generated.length]! : g.sampler.sample(next);
-        g.generated.push(token);
-        const piece = this.#nextPiece(g);
-        g.text += piece;
-        job.emit({ kind: "token", session: hosted.id, requestId: job.op.requestId, index: g.generated.length - 1, token, text: piece });
-        if (piece.length > 0 && g.maxStop > 0) {
-          const tail = g.text.slice(Math.max(0, g.text.length - piece.length - g.maxStop + 1));
-          if (g.stop.some((x) => tail.includes(x))) g.stopHit = true;
-        }
-        tokens = [token];
-      } else {
+        prefill.push(hosted);
+        continue;
+      }
+      if (!job.generate) {
         this.#finishAppend(hosted, job);
         continue;
       }
-      budget -= tokens.length;
-      job.started = true;
-      requests.push({ session: hosted.session, tokens, logprobs: job.wantLogprobs });
-      owners.push({ hosted, job, tokens });
+      if (budget <= decodeFloor) continue;
+      const g = job.generate;
+      if (g.generated.length >= g.maxNew || g.stopHit || job.signal?.aborted) {
+        this.#finishGenerate(hosted, job);
+        continue;
+      }
+      const next = hosted.session.nextLogprobs;
+      if (!next) {
+        this.#fail(hosted, job, new InvalidRequestError("generate needs context: the session is empty and no prompt was given"));
+        continue;
+      }
+      // A replayed generation re-applies what it produced before the failover; it samples only past that.
+      const token = g.generated.length < g.recorded.length ? g.recorded[g.generated.length]! : g.sampler.sample(next);
+      g.generated.push(token);
+      const piece = this.#nextPiece(g);
+      g.text += piece;
+      job.emit({ kind: "token", session: hosted.id, requestId: job.op.requestId, index: g.generated.length - 1, token, text: piece });
+      if (piece.length > 0 && g.maxStop > 0) {
+        const tail = g.text.slice(Math.max(0, g.text.length - piece.length - g.maxStop + 1));
+        if (g.stop.some((x) => tail.includes(x))) g.stopHit = true;
+      }
+      take(hosted, job, [token]);
+    }
+
+    // Pass 2: prefill chunks, oldest op first.
+    prefill.sort((a, b) => a.queue[0]!.seq - b.queue[0]!.seq);
+    for (const hosted of prefill) {
+      if (budget <= 0) break;
+      const job = hosted.queue[0];
+      if (!job || this.#sessions.get(hosted.id) !== hosted || job.pending.length === 0) continue;
+      take(hosted, job, job.pending.splice(0, Math.min(job.pending.length, this.limits.prefillChunk, budget)));
     }
     if (requests.length === 0) return true;
 

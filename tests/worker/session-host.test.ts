@@ -80,6 +80,32 @@ describe("SessionHost", () => {
     expect((await host.info("fifo"))!.tokensSeen).toBe(20);
   });
 
+  it("advances a generation every step however much prefill is queued, and serves prefill oldest first", async () => {
+    // Budget 64, chunks 16: eight long appends could fill every step; the
+    // generation still gets a token each step, and prefill is served oldest
+    // op first, so the appends finish in the order they arrived.
+    await host.execute({ kind: "append", session: "fair-gen", requestId: "p", input: { tokens: ids.slice(0, 8) } }, () => {});
+    const tokensAtStep: number[] = [];
+    const stepsBefore = host.stats.steps;
+    const finished: string[] = [];
+    const appends = Array.from({ length: 8 }, (_, k) =>
+      host.execute({ kind: "append", session: `heavy-${k}`, requestId: `H${k}`, input: { tokens: [...ids, ...ids] } }, () => {}).then(() => {
+        finished.push(`heavy-${k}`);
+      }),
+    );
+    const gen = host.execute({ kind: "generate", session: "fair-gen", requestId: "g", maxNewTokens: 20 }, (e) => {
+      if (e.kind === "token") tokensAtStep.push(host.stats.steps - stepsBefore);
+    });
+    await Promise.all([...appends, gen]);
+    expect(tokensAtStep).toHaveLength(20);
+    // One token per step: token i is emitted while step i+1 is being built.
+    for (let i = 1; i < tokensAtStep.length; i++) expect(tokensAtStep[i]! - tokensAtStep[i - 1]!).toBe(1);
+    // 8 x 320 prefill tokens at <= 48 per step (a quarter kept for decode is the floor, not a cap) took many steps;
+    // the generation (20 steps) ended long before the last append.
+    expect(host.stats.steps - stepsBefore).toBeGreaterThan(40);
+    expect(finished).toEqual(Array.from({ length: 8 }, (_, k) => `heavy-${k}`));
+  });
+
   it("bounds each session's queue", async () => {
     const pending = Array.from({ length: 8 }, (_, k) =>
       host.execute({ kind: "append", session: "full", requestId: `q${k}`, input: { tokens: ids.slice(0, 30) } }, () => undefined),
