@@ -89,8 +89,8 @@ async function main(argv: string[]): Promise<number> {
         throw new UsageError(command ? `unknown command "${command}"` : "missing command");
     }
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    if (err instanceof UsageError || e.code?.startsWith("ERR_PARSE_ARGS")) {
+    const e = err as { code?: unknown; message?: string };
+    if (err instanceof UsageError || (typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS"))) {
       process.stderr.write(`streamsink: ${e.message}\n\n${USAGE}\n`);
       return 2;
     }
@@ -112,4 +112,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// A failed command may leave client handles open (Kafka, gRPC channels): exit
+// rather than wait for them. stderr is written synchronously to files and pipes.
+if (code !== 0) process.exit(code);
+process.exitCode = code;
