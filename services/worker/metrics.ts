@@ -30,6 +30,8 @@ export interface HostSource {
   readonly sessionCount: number;
   sessionIds(): string[];
   info(id: string): Promise<HostedSessionInfo | undefined>;
+  /** Every session's info in one engine call. */
+  infoAll(): Promise<HostedSessionInfo[]>;
 }
 
 /** Where the worker's metrics come from besides the calls it makes. */
@@ -299,10 +301,10 @@ export class WorkerMetrics {
     let full = 0;
     let newlyEvicted = 0;
     const evictedNow = new Map<string, number>();
-    for (const id of host.sessionIds()) {
-      // A session may close while the scan walks the list; it is just skipped.
-      const info = await host.info(id).catch(() => undefined);
-      if (!info) continue;
+    // One engine call for all sessions (a session closed meanwhile is skipped).
+    const infos = await host.infoAll().catch(() => []);
+    for (const info of infos) {
+      const id = info.session;
       fill += info.cacheFill;
       capacity += info.capacity;
       if (info.capacity > 0 && info.cacheFill >= info.capacity) full++;

@@ -22,6 +22,9 @@ class FakeHost implements HostSource {
   async info(id: string): Promise<HostedSessionInfo | undefined> {
     return this.sessions.get(id);
   }
+  async infoAll(): Promise<HostedSessionInfo[]> {
+    return [...this.sessions.values()];
+  }
   put(session: string, tokensSeen: number, cacheFill: number, capacity: number): void {
     this.sessions.set(session, { session, policy: "sinks", sinks: 4, window: capacity - 4, cacheFill, capacity, tokensSeen });
   }

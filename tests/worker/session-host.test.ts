@@ -106,6 +106,14 @@ describe("SessionHost", () => {
     expect(finished).toEqual(Array.from({ length: 8 }, (_, k) => `heavy-${k}`));
   });
 
+  it("infoAll gives every session's info in one call, the same as info()", async () => {
+    const all = await host.infoAll();
+    expect(all.length).toBe(host.sessionIds().length);
+    expect(all.length).toBeGreaterThan(5);
+    for (const i of all) expect(await host.info(i.session)).toEqual(i);
+    expect(all.find((i) => i.session === "fifo")).toMatchObject({ tokensSeen: 20, policy: "sinks", sinks: 4, window: 28 });
+  });
+
   it("bounds each session's queue", async () => {
     const pending = Array.from({ length: 8 }, (_, k) =>
       host.execute({ kind: "append", session: "full", requestId: `q${k}`, input: { tokens: ids.slice(0, 30) } }, () => undefined),
