@@ -76,6 +76,23 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// A GPU session's cache copied to host arrays (fp32) for as long as this
+// lives, then dropped again; a no-op for a CPU cache, which lives on the host.
+class HostCopy {
+ public:
+  HostCopy(GpuBackend* gpu, KvCache& cache) : cache_(gpu ? &cache : nullptr) {
+    if (gpu) gpu->download(cache);
+  }
+  HostCopy(const HostCopy&) = delete;
+  HostCopy& operator=(const HostCopy&) = delete;
+  ~HostCopy() {
+    if (cache_) cache_->set_host_storage(false);
+  }
+
+ private:
+  KvCache* cache_;
+};
+
 void put_part(Writer& w, uint32_t tag, const void* data, size_t n) {
   w.put<uint32_t>(tag);
   w.put<uint64_t>(n);
@@ -146,15 +163,7 @@ std::vector<uint8_t> Engine::encode_session(const Session& s, bool with_cache) c
     put_part(w, kTagWind, nullptr, 0);
   } else if (s.cache) {
     KvCache& cache = *s.cache;
-    // A GPU cache is copied to host (fp32) for the encoding, then dropped again.
-    if (gpu_) gpu_->download(cache);
-    struct DropHost {
-      KvCache& c;
-      bool on;
-      ~DropHost() {
-        if (on) c.set_host_storage(false);
-      }
-    } drop{cache, bool(gpu_)};
+    const HostCopy host(gpu_.get(), cache);
     const int64_t filled_slots = cache.shape().bounded() ? std::min(cache.tokens(), cache.shape().capacity()) : cache.tokens();
     const int64_t sink_end = std::min(s.options.sinks, filled_slots);
     std::vector<float> sinks = gather_slots(cache, 0, sink_end);
@@ -195,14 +204,7 @@ std::vector<uint8_t> Engine::export_session_since(uint64_t id, int64_t from_toke
   }
   const bool with_sinks = all || from_tokens < S;
   const std::vector<uint8_t> skeleton = encode_session(s, false);
-  if (gpu_) gpu_->download(cache);
-  struct DropHost {
-    KvCache& c;
-    bool on;
-    ~DropHost() {
-      if (on) c.set_host_storage(false);
-    }
-  } drop{cache, bool(gpu_)};
+  const HostCopy host(gpu_.get(), cache);
   w.put<uint8_t>(1);
   w.put<uint64_t>(skeleton.size());
   w.bytes(skeleton.data(), skeleton.size());

@@ -22,7 +22,7 @@ import type { SessionEvent, SessionOp } from "../../services/worker/operations.j
 import { SessionHost } from "../../services/worker/session-host.js";
 import { loadGolden, modelDir } from "../helpers/fixtures.js";
 import { type KafkaHandle, type RedisHandle, startKafka, startRedis } from "../helpers/infra.js";
-import { buildDist, startWorker, type WorkerProcess } from "../helpers/worker-process.js";
+import { buildDist, clusterWorkerEnv, startWorker, type WorkerProcess } from "../helpers/worker-process.js";
 
 const ids = loadGolden("llama-gqa").cases[0]!.ids;
 const SESSIONS = 50;
@@ -86,18 +86,7 @@ describe("cluster: 3 workers, Kafka and Redis", () => {
   beforeAll(async () => {
     buildDist();
     [kafka, redis] = await Promise.all([startKafka(), startRedis()]);
-    env = {
-      STREAMSINK_MODEL: modelDir("llama-gqa"),
-      STREAMSINK_KAFKA_BROKERS: kafka.brokers,
-      STREAMSINK_REDIS_URL: redis.url,
-      STREAMSINK_KAFKA_INPUT_TOPIC: `${topic}.input`,
-      STREAMSINK_KAFKA_OUTPUT_TOPIC: `${topic}.output`,
-      STREAMSINK_KAFKA_DEAD_LETTER_TOPIC: `${topic}.dlq`,
-      STREAMSINK_KAFKA_GROUP: `${topic}-workers`,
-      STREAMSINK_KAFKA_PARTITIONS: "6",
-      STREAMSINK_SINKS: "4",
-      STREAMSINK_WINDOW: "28",
-    };
+    env = clusterWorkerEnv(modelDir("llama-gqa"), kafka.brokers, redis.url, topic);
     workers.push(await startWorker(env));
     workers.push(...(await Promise.all([startWorker(env), startWorker(env)])));
 

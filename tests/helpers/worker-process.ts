@@ -14,6 +14,26 @@ export function buildDist(): void {
   execFileSync("npx", ["tsc", "-p", "tsconfig.json"], { cwd: ROOT, stdio: "pipe" });
 }
 
+/**
+ * Environment of a cluster worker on the llama-gqa fixture (cache 4+28): the
+ * given Kafka brokers and Redis, topics and group named after `topic`, 6
+ * input partitions.
+ */
+export function clusterWorkerEnv(model: string, brokers: string, redisUrl: string, topic: string): Record<string, string> {
+  return {
+    STREAMSINK_MODEL: model,
+    STREAMSINK_KAFKA_BROKERS: brokers,
+    STREAMSINK_REDIS_URL: redisUrl,
+    STREAMSINK_KAFKA_INPUT_TOPIC: `${topic}.input`,
+    STREAMSINK_KAFKA_OUTPUT_TOPIC: `${topic}.output`,
+    STREAMSINK_KAFKA_DEAD_LETTER_TOPIC: `${topic}.dlq`,
+    STREAMSINK_KAFKA_GROUP: `${topic}-workers`,
+    STREAMSINK_KAFKA_PARTITIONS: "6",
+    STREAMSINK_SINKS: "4",
+    STREAMSINK_WINDOW: "28",
+  };
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();

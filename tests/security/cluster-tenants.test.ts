@@ -17,7 +17,7 @@ import { clientCredentials } from "../../services/security/tls.js";
 import { encodeInputRecord } from "../../services/worker/kafka/record-codec.js";
 import { loadGolden, modelDir } from "../helpers/fixtures.js";
 import { type KafkaHandle, type RedisHandle, startKafka, startRedis } from "../helpers/infra.js";
-import { buildDist, startWorker, type WorkerProcess } from "../helpers/worker-process.js";
+import { buildDist, clusterWorkerEnv, startWorker, type WorkerProcess } from "../helpers/worker-process.js";
 import { securityDir, TOKENS } from "./security-helpers.js";
 import { issue, makeCa } from "./test-ca.js";
 
@@ -48,16 +48,7 @@ describe("tenants in a cluster: forwarding and Kafka records", () => {
     buildDist();
     [kafka, redis] = await Promise.all([startKafka(), startRedis()]);
     const env = {
-      STREAMSINK_MODEL: modelDir("llama-gqa"),
-      STREAMSINK_KAFKA_BROKERS: kafka.brokers,
-      STREAMSINK_REDIS_URL: redis.url,
-      STREAMSINK_KAFKA_INPUT_TOPIC: `${topic}.input`,
-      STREAMSINK_KAFKA_OUTPUT_TOPIC: `${topic}.output`,
-      STREAMSINK_KAFKA_DEAD_LETTER_TOPIC: `${topic}.dlq`,
-      STREAMSINK_KAFKA_GROUP: `${topic}-workers`,
-      STREAMSINK_KAFKA_PARTITIONS: "6",
-      STREAMSINK_SINKS: "4",
-      STREAMSINK_WINDOW: "28",
+      ...clusterWorkerEnv(modelDir("llama-gqa"), kafka.brokers, redis.url, topic),
       STREAMSINK_MAX_MESSAGE_BYTES: "4096",
       STREAMSINK_TENANTS_FILE: sec.tenantsFile,
       STREAMSINK_PEER_SECRET_FILE: sec.peerSecretFile,

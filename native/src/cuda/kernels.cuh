@@ -289,6 +289,23 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return t;
 }
 
+// yr = w * (xr - mean) / sqrt(var + eps) (+ b); mean is 0 for RMSNorm.
+template <typename T>
+__device__ void normalize_row(const float* xr, int dim, float mean, const float* w, const float* b, float eps, bool rms,
+                              float* red, T* yr) {
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float d = xr[i] - mean;
+    ss += d * d;
+  }
+  const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
+    if (b) v += b[i];
+    yr[i] = from_f<T>(v);
+  }
+}
+
 // y[r] = norm(x[r]) (RMSNorm when rms, else LayerNorm), one block per row.
 template <typename T>
 __global__ void norm_rows(const float* x, const int64_t* row_index, int dim, const float* w, const float* b, float eps,
@@ -302,18 +319,7 @@ __global__ void norm_rows(const float* x, const int64_t* row_index, int dim, con
     for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
     mean = block_sum(s, red) / float(dim);
   }
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float d = xr[i] - mean;
-    ss += d * d;
-  }
-  const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
-  T* yr = y + int64_t(blockIdx.x) * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
-    if (b) v += b[i];
-    yr[i] = from_f<T>(v);
-  }
+  normalize_row(xr, dim, mean, w, b, eps, rms, red, y + int64_t(blockIdx.x) * dim);
 }
 
 // x += a (+ba) (+m (+bm)), then y = norm(x): the residual of one sub-layer and
@@ -337,18 +343,7 @@ __global__ void residual_norm(float* x, int dim, const float* a, const float* ba
     s += v;
   }
   const float mean = rms ? 0.f : block_sum(s, red) / float(dim);
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float d = xr[i] - mean;
-    ss += d * d;
-  }
-  const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
-  T* yr = y + int64_t(blockIdx.x) * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
-    if (b) v += b[i];
-    yr[i] = from_f<T>(v);
-  }
+  normalize_row(xr, dim, mean, w, b, eps, rms, red, y + int64_t(blockIdx.x) * dim);
 }
 
 template <typename T>
