@@ -31,7 +31,7 @@ for what in "$@"; do
       # head_dim 128: the decode fast path (attn_decode128) and GEMV, plus the
       # causal prefill of a 200-token prompt.
       python3 tools/cuda/make_wide_models.py /tmp/streamsink-wide >/dev/null
-      for m in llama-hd128-g1 llama-hd128-g2 llama-hd128-g8 mpt-hd128; do
+      for m in llama-hd128-g1 llama-hd128-g2 llama-hd128-g4 llama-hd128-g8 mpt-hd128; do
         for d in fp32 bf16; do
           $BIN versus /tmp/streamsink-wide/$m --dtype $d --factor 10 --window 128 --first-chunk 100 || status=1
         done

@@ -4,6 +4,7 @@ backend's decode fast path (attn_decode128), for GPU-vs-CPU checks:
 
   llama-hd128-g1   Llama, 2 heads / 2 KV heads (multi-head)
   llama-hd128-g2   Llama, 4 heads / 2 KV heads (GQA)
+  llama-hd128-g4   Llama, 8 heads / 2 KV heads (GQA, Mistral's group)
   llama-hd128-g8   Llama, 8 heads / 1 KV head  (multi-query)
   mpt-hd128        MPT, 2 heads, ALiBi
 
@@ -106,6 +107,7 @@ if __name__ == "__main__":
     out = sys.argv[1]
     llama(out, "llama-hd128-g1", 2, 2)
     llama(out, "llama-hd128-g2", 4, 2)
+    llama(out, "llama-hd128-g4", 8, 2, layers=1, inter=256)
     llama(out, "llama-hd128-g8", 8, 1, layers=1, inter=256)
     mpt(out, "mpt-hd128")
     print("wrote", ", ".join(sorted(os.listdir(out))))

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -418,12 +419,25 @@ class CudaModel final : public GpuBackend {
 
   void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
     switch (G) {
-      case 1: gpu::attn_decode128<T, 1><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
-      case 2: gpu::attn_decode128<T, 2><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
-      case 4: gpu::attn_decode128<T, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
-      default: gpu::attn_decode128<T, 8><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      case 1:
+        if (decode_batch_ == 4) gpu::attn_decode128<T, 1, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
+        else gpu::attn_decode128<T, 1, gpu::decode_batch<T, 1>()><<<grid, gpu::kThreads, 0, stream_>>>(ap);
+        break;
+      case 2: gpu::attn_decode128<T, 2, gpu::decode_batch<T, 2>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      case 4: gpu::attn_decode128<T, 4, gpu::decode_batch<T, 4>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      default: gpu::attn_decode128<T, 8, gpu::decode_batch<T, 8>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
     }
   }
+  // Tuning knobs for measurements (STREAMSINK_ATTN_BATCH=4|8,
+  // STREAMSINK_ATTN_CHUNK=entries per split block, STREAMSINK_ATTN_BLOCKS=
+  // blocks wanted per SM); defaults are the measured best.
+  static int env_int(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? std::atoi(v) : fallback;
+  }
+  const int decode_batch_ = env_int("STREAMSINK_ATTN_BATCH", 8);
+  const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 128);
+  const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 4);
 
   struct CausalChunk {
     int32_t row0, count;
@@ -529,8 +543,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   const bool fast_attn = hd == 128 && (!rope_ || c.rotary_dim == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
   // Fast kernel: at least 128 entries per block (32 per warp), so the
   // prologue and the partial write stay small against the streaming.
-  const int64_t base_blocks = rows * c.kv_heads, want_blocks = 4 * int64_t(sm_count_);
-  const int64_t min_chunk = fast_attn ? 128 : gpu::kTile;
+  const int64_t base_blocks = rows * c.kv_heads, want_blocks = attn_blocks_per_sm_ * int64_t(sm_count_);
+  const int64_t min_chunk = fast_attn ? attn_min_chunk_ : gpu::kTile;
   int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + min_chunk - 1) / min_chunk));
   max_n = std::max<int64_t>(max_n, 1);

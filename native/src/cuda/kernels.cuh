@@ -500,10 +500,20 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
 }
 
 // Decode attention for head_dim 128 with full rotary (or ALiBi) and up to 8
-// query heads per KV head: each warp walks its own entries, a lane owning 4
-// dims, so K/V are loaded as 8-byte vectors with no block barriers; the
-// rotate-half partner of lane l's dims sits in lane l ^ 16. Same contract and
-// partial output as attn_split.
+// query heads per KV head. Each warp walks batches of B consecutive entries,
+// a lane owning 4 dims of every entry (8-byte loads of bf16/fp16 K and V, the
+// whole warp one 256-byte row). The next batch's loads are issued before the
+// current batch is used, so two batches per warp are in flight.
+//  - RoPE: for G <= 2 the query is rotated back to each key's position
+//    instead of the key forward (same dot product, no shuffles); for larger
+//    groups the key is rotated once and shared by the G queries. The angle
+//    advances by one position per entry (complex multiplication), re-read
+//    from the table at every batch start.
+//  - Scores: the B partial dot products are reduce-scattered across the warp
+//    (B - 1 + log2(32 / B) shuffles instead of 5 per entry), the softmax is
+//    updated once per batch, and probabilities are broadcast for P.V.
+// Same contract and partial output as attn_split. The rotate-half partner of
+// lane l's dims sits in lane l ^ 16.
 template <typename T> struct Vec4;
 template <> struct Vec4<float> {
   using type = float4;
@@ -526,51 +536,114 @@ template <> struct Vec4<__half> {
   }
 };
 
+__device__ __forceinline__ float4 shfl_xor4(const float4& x, int o) {
+  return make_float4(__shfl_xor_sync(0xffffffffu, x.x, o), __shfl_xor_sync(0xffffffffu, x.y, o),
+                     __shfl_xor_sync(0xffffffffu, x.z, o), __shfl_xor_sync(0xffffffffu, x.w, o));
+}
+__device__ __forceinline__ uint2 shfl_xor4(const uint2& x, int o) {
+  return make_uint2(__shfl_xor_sync(0xffffffffu, x.x, o), __shfl_xor_sync(0xffffffffu, x.y, o));
+}
+
+// Sums B per-lane values over the warp and leaves entry decode_entry<B>(lane)'s
+// total in every lane (v[0]); lanes are split on bits 4, 3, ... first.
+template <int B>
+__device__ __forceinline__ float reduce_scatter(float (&v)[B], int lane) {
+#pragma unroll
+  for (int o = 16, half = B / 2; o >= 32 / B; o >>= 1, half >>= 1) {
+    const bool hi = lane & o;
+#pragma unroll
+    for (int k = 0; k < half; ++k) {
+      const float mine = hi ? v[k + half] : v[k], other = hi ? v[k] : v[k + half];
+      v[k] = mine + __shfl_xor_sync(0xffffffffu, other, o);
+    }
+  }
+#pragma unroll
+  for (int o = 16 / B; o > 0; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+  return v[0];
+}
+template <int B>
+__device__ __forceinline__ int decode_entry(int lane) {
+  int e = 0;
+#pragma unroll
+  for (int o = 16; o >= 32 / B; o >>= 1) e = 2 * e + ((lane & o) ? 1 : 0);
+  return e;
+}
+template <int B>
+__device__ __forceinline__ int decode_holder(int j) {
+  int lane = 0;
+#pragma unroll
+  for (int o = 16, bit = B / 2; o >= 32 / B; o >>= 1, bit >>= 1) lane |= (j & bit) ? o : 0;
+  return lane;
+}
+
+// Entries per batch (B) and the occupancy the register budget is cut for.
+template <typename T, int G, int B>
+struct DecodeOccupancy {
+  static constexpr int kMinBlocks = sizeof(T) == 4 || G >= 4 ? 1 : (G == 1 ? (B == 8 ? 4 : 5) : 3);
+};
 template <typename T, int G>
-__global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
+constexpr int decode_batch() {
+  return sizeof(T) == 4 || G >= 4 ? 4 : 8;
+}
+
+template <typename T, int G, int B>
+__global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B>::kMinBlocks) attn_decode128(AttnParams p) {
   constexpr int HD = 128, NW = kThreads / 32;
+  constexpr bool kRotQ = G <= 2;
   using V4 = typename Vec4<T>::type;
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
   const RowDesc row = p.rows[r];
-  const int64_t n = row.n;
-  const int64_t begin = int64_t(split) * p.chunk;
+  const int n = row.n;
+  const int begin = split * p.chunk;
   if (n == 0 || begin >= n) return;
-  const int64_t end = min(n, begin + p.chunk);
+  const int end = min(n, begin + p.chunk);
   const SeqDesc s = p.seqs[row.seq];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int d0 = lane * 4, fi = d0 & 63;  // this lane's dims and their frequency index
   const bool lo = lane < 16;
   const bool rope = p.rope_cos != nullptr;
 
-  // Queries of the group at position n - 1, scaled.
-  const int64_t q_pos = n - 1;
-  float q[G][4];
+  // Queries of the group at position n - 1, scaled; qp = the partner lane's
+  // query with the rotation's sign folded in (kRotQ).
+  const int q_pos = n - 1;
+  float q[G][4], qp[kRotQ ? G : 1][4];
   {
     float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
     if (rope) {
-      const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + q_pos * 64 + fi);
-      const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + q_pos * 64 + fi);
+      const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + int64_t(q_pos) * 64 + fi);
+      const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + int64_t(q_pos) * 64 + fi);
       c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
       sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
     }
+#pragma unroll
     for (int g = 0; g < G; ++g) {
       const float4 x = *reinterpret_cast<const float4*>(p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + g) * HD + d0);
       float xv[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float o = __shfl_xor_sync(0xffffffffu, xv[e], 16);
         const float y = rope ? (lo ? xv[e] * c[e] - o * sn[e] : xv[e] * c[e] + o * sn[e]) : xv[e];
         q[g][e] = y * p.scale;
       }
+      if constexpr (kRotQ) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float o = __shfl_xor_sync(0xffffffffu, q[g][e], 16);
+          qp[g][e] = lo ? o : -o;
+        }
+      }
     }
   }
   float m[G], l[G], acc[G][4];
+#pragma unroll
   for (int g = 0; g < G; ++g) {
     m[g] = -INFINITY;
     l[g] = 0.f;
+#pragma unroll
     for (int e = 0; e < 4; ++e) acc[g][e] = 0.f;
   }
-  // cos/sin of one position step, to advance a batch's rotation from its
-  // first entry by complex multiplication instead of a table read per entry.
+  // cos/sin of one position step: a batch's angles advance from its first
+  // entry's by complex multiplication.
   float c1[4] = {1.f, 1.f, 1.f, 1.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
   if (rope) {
     const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + 64 + fi);
@@ -585,72 +658,143 @@ __global__ void __launch_bounds__(kThreads) attn_decode128(AttnParams p) {
   const int k_off = p.heads * HD + kvh * HD + d0, v_off = (p.heads + p.kv_heads) * HD + kvh * HD + d0;
   const bool saturated = s.bounded && row.t >= s.sinks + s.window;
   // Ring index of the oldest window entry (saturated contexts).
-  const int64_t ring0 = saturated ? (row.t - s.window + 1 - s.sinks) % s.window : 0;
+  const int ring0 = saturated ? int((row.t - s.window + 1 - s.sinks) % s.window) : 0;
+  const int S = s.sinks, W = s.window;
+  // Entries from i_fresh on are tokens of this step (token index rises with
+  // the entry index), read from the fresh fp32 QKV rows: their slots are
+  // written after attention.
+  int64_t fresh = s.first_token;
+  if (saturated && s.first_token >= S) fresh = max(int64_t(S), S + s.first_token - (row.t - W + 1));
+  const int i_fresh = int(min(fresh, int64_t(end)));
+  auto slot_of_entry = [&](int i) -> int {
+    if (!saturated || i < S) return i;
+    int idx = ring0 + (i - S);
+    if (idx >= W) idx -= W;
+    return S + idx;
+  };
+  auto fresh_row = [&](int i) {
+    const int64_t u = (!saturated || i < S) ? int64_t(i) : row.t - W + 1 + (i - S);
+    return p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+  };
 
-  // Each warp takes groups of kBatch consecutive entries and issues all their
-  // loads before using any, so several K/V rows are in flight per warp.
-  constexpr int kBatch = 4;
-  for (int64_t i0 = begin + int64_t(warp) * kBatch; i0 < end; i0 += int64_t(NW) * kBatch) {
-    float k[kBatch][4], v[kBatch][4], c[kBatch][4], sn[kBatch][4];
+  struct Batch {
+    V4 k[B], v[B];
+    float4 c, s;
+  };
+  auto load = [&](int i0, Batch& b) {
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int64_t i = i0 + j;
-      if (i >= end) continue;
-      int64_t u, slot;
-      if (!saturated || i < s.sinks) {
-        u = i;
-        slot = i;
-      } else {
-        int64_t idx = ring0 + (i - s.sinks);
-        if (idx >= s.window) idx -= s.window;
-        u = row.t - s.window + 1 + (i - s.sinks);
-        slot = s.sinks + idx;
-      }
-      if (u >= s.first_token) {
-        const float* src = p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
-        const float4 a = *reinterpret_cast<const float4*>(src + k_off), b = *reinterpret_cast<const float4*>(src + v_off);
-        k[j][0] = a.x; k[j][1] = a.y; k[j][2] = a.z; k[j][3] = a.w;
-        v[j][0] = b.x; v[j][1] = b.y; v[j][2] = b.z; v[j][3] = b.w;
-      } else {
-        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(kc + slot * slot_stride)), k[j]);
-        Vec4<T>::load(__ldcs(reinterpret_cast<const V4*>(vc + slot * slot_stride)), v[j]);
-      }
-      if (rope) {
-        if (j == 0) {
-          const float4 cv = __ldg(reinterpret_cast<const float4*>(p.rope_cos + i * 64 + fi));
-          const float4 sv = __ldg(reinterpret_cast<const float4*>(p.rope_sin + i * 64 + fi));
-          c[0][0] = cv.x; c[0][1] = cv.y; c[0][2] = cv.z; c[0][3] = cv.w;
-          sn[0][0] = sv.x; sn[0][1] = sv.y; sn[0][2] = sv.z; sn[0][3] = sv.w;
-        } else {
-          for (int e = 0; e < 4; ++e) {
-            c[j][e] = c[j - 1][e] * c1[e] - sn[j - 1][e] * s1[e];
-            sn[j][e] = sn[j - 1][e] * c1[e] + c[j - 1][e] * s1[e];
-          }
-        }
-      }
+    for (int j = 0; j < B; ++j) {
+      const int i = i0 + j;
+      if (i >= i_fresh) break;
+      const int64_t off = int64_t(slot_of_entry(i)) * slot_stride;
+      b.k[j] = __ldcs(reinterpret_cast<const V4*>(kc + off));
+      b.v[j] = __ldcs(reinterpret_cast<const V4*>(vc + off));
     }
+    if (rope) {
+      b.c = __ldg(reinterpret_cast<const float4*>(p.rope_cos + int64_t(i0) * 64 + fi));
+      b.s = __ldg(reinterpret_cast<const float4*>(p.rope_sin + int64_t(i0) * 64 + fi));
+    }
+  };
+  auto unpack = [&](int i, const V4& raw, int off, float* f) {
+    if (i >= i_fresh) {
+      const float4 x = *reinterpret_cast<const float4*>(fresh_row(i) + off);
+      f[0] = x.x; f[1] = x.y; f[2] = x.z; f[3] = x.w;
+    } else {
+      Vec4<T>::load(raw, f);
+    }
+  };
+  auto consume = [&](int i0, const Batch& b) {
+    float sc[G][B];
+    float c[4] = {b.c.x, b.c.y, b.c.z, b.c.w}, sn[4] = {b.s.x, b.s.y, b.s.z, b.s.w};
 #pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int64_t i = i0 + j;
-      if (i >= end) continue;
-      if (rope) {
+    for (int j = 0; j < B; ++j) {
+#pragma unroll
+      for (int g = 0; g < G; ++g) sc[g][j] = 0.f;
+      if (i0 + j >= end) continue;
+      if (rope && j > 0) {
+#pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float o = __shfl_xor_sync(0xffffffffu, k[j][e], 16);
-          k[j][e] = lo ? k[j][e] * c[j][e] - o * sn[j][e] : k[j][e] * c[j][e] + o * sn[j][e];
+          const float cn = c[e] * c1[e] - sn[e] * s1[e];
+          sn[e] = sn[e] * c1[e] + c[e] * s1[e];
+          c[e] = cn;
         }
       }
-      for (int g = 0; g < G; ++g) {
-        float sc = q[g][0] * k[j][0] + q[g][1] * k[j][1] + q[g][2] * k[j][2] + q[g][3] * k[j][3];
-        for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
-        if (p.alibi) sc -= float(q_pos - i) * p.alibi[kvh * G + g];
-        const float m_new = fmaxf(m[g], sc);
-        const float alpha = __expf(m[g] - m_new), pr = __expf(sc - m_new);
-        l[g] = l[g] * alpha + pr;
-        for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pr, v[j][e], acc[g][e] * alpha);
-        m[g] = m_new;
+      float k[4];
+      unpack(i0 + j, b.k[j], k_off, k);
+      if (!rope) {
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+          sc[g][j] = q[g][0] * k[0] + q[g][1] * k[1] + q[g][2] * k[2] + q[g][3] * k[3];
+      } else if constexpr (kRotQ) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float a = 0.f;
+#pragma unroll
+          for (int e = 0; e < 4; ++e) a = fmaf(fmaf(q[g][e], c[e], qp[g][e] * sn[e]), k[e], a);
+          sc[g][j] = a;
+        }
+      } else {
+        float kr[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float o = __shfl_xor_sync(0xffffffffu, k[e], 16);
+          kr[e] = lo ? k[e] * c[e] - o * sn[e] : k[e] * c[e] + o * sn[e];
+        }
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+          sc[g][j] = q[g][0] * kr[0] + q[g][1] * kr[1] + q[g][2] * kr[2] + q[g][3] * kr[3];
       }
     }
+    // Full scores (lane holds entry je), one softmax update per batch.
+    const int je = decode_entry<B>(lane);
+    const int ie = i0 + je;
+    float pr[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float x = reduce_scatter<B>(sc[g], lane);
+      if (p.alibi) x -= float(q_pos - ie) * p.alibi[kvh * G + g];
+      if (ie >= end) x = -INFINITY;
+      float bm = x;
+#pragma unroll
+      for (int o = 16; o >= 32 / B; o >>= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
+      const float m_new = fmaxf(m[g], bm);
+      const float alpha = __expf(m[g] - m_new);
+      pr[g] = __expf(x - m_new);
+      float ps = pr[g];
+#pragma unroll
+      for (int o = 16; o >= 32 / B; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+      l[g] = l[g] * alpha + ps;
+      m[g] = m_new;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[g][e] *= alpha;
+    }
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      if (i0 + j >= end) break;
+      float v[4];
+      unpack(i0 + j, b.v[j], v_off, v);
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float pj = __shfl_sync(0xffffffffu, pr[g], decode_holder<B>(j));
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[g][e] = fmaf(pj, v[e], acc[g][e]);
+      }
+    }
+  };
+
+  // Two batches per warp in flight: the next one's loads go out before the
+  // current one is consumed.
+  const int stride = NW * B;
+  int i0 = begin + warp * B;
+  Batch cur;
+  if (i0 < end) load(i0, cur);
+  for (; i0 < end; i0 += stride) {
+    Batch nxt;
+    if (i0 + stride < end) load(i0 + stride, nxt);
+    consume(i0, cur);
+    cur = nxt;
   }
+
   // Merge the warps' (m, l, acc) and write the split's partial.
   __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
   for (int g = 0; g < G; ++g) {
