@@ -437,6 +437,11 @@ Sessions make_sessions(GpuBackend& g, const ModelConfig& c, int64_t batch, int64
 }
 
 // ms per decode step of all sessions together.
+// cudart's profiler control (cuda_profiler_api.h is not in every toolkit
+// packaging, the symbols are).
+extern "C" cudaError_t cudaProfilerStart(void);
+extern "C" cudaError_t cudaProfilerStop(void);
+
 double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
   std::vector<ForwardSequence> seqs(s.caches.size());
   std::vector<int32_t> toks(s.caches.size());
@@ -455,6 +460,13 @@ double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
     }
   };
   run(3);
+  if (std::getenv("STREAMSINK_PROFILE_STEP")) {
+    // One step between profiler start/stop, for `ncu --profile-from-start off`
+    // (tools/cuda/ncu_breakdown.py).
+    cudaProfilerStart();
+    run(1);
+    cudaProfilerStop();
+  }
   auto t0 = Clock::now();
   run(steps);
   return seconds_since(t0) * 1e3 / steps;

@@ -2,18 +2,21 @@
 # On the H100 host: build the native engine with CUDA and run the GPU checks
 # (parity with the golden vectors, GPU vs CPU on long streams, session moves
 # between backends, compute-sanitizer) and optionally the benchmarks.
-# Results go to $OUT (default bench/results/gpu).
+# Results go to $OUT (default bench/results/gpu). STREAMSINK_GPU_BIN names a
+# streamsink_gpu built elsewhere (same CUDA major) and skips the build.
 #   tools/cuda/device-check.sh [checks|wide|sanitize|bench|stream|score1m] ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench/results/gpu}"
 mkdir -p "$OUT"
 BUILD=native/build-gpu
-if [[ ! -x $BUILD/streamsink_gpu || native/src -nt $BUILD/streamsink_gpu ]]; then
+if [[ -n ${STREAMSINK_GPU_BIN:-} ]]; then
+  :
+elif [[ ! -x $BUILD/streamsink_gpu || native/src -nt $BUILD/streamsink_gpu ]]; then
   cmake -S native -B $BUILD -G Ninja -DSTREAMSINK_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a >"$OUT/build.log" 2>&1 &&
     cmake --build $BUILD --target streamsink_gpu -j16 >>"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 fi
-BIN=$BUILD/streamsink_gpu
+BIN=${STREAMSINK_GPU_BIN:-$BUILD/streamsink_gpu}
 M=tests/fixtures/models
 G=tests/fixtures/golden
 status=0

@@ -109,6 +109,10 @@ template <typename T>
 class CudaModel final : public GpuBackend {
  public:
   CudaModel(const ModelConfig& config, const GpuOptions& options) : c_(config), options_(options) {
+    if (c_.hidden > gpu::kNormPerThread * 1024)
+      throw EngineError(ErrorCode::InvalidArgument, "CUDA backend: hidden size " + std::to_string(c_.hidden) +
+                                                        " is above the norm kernels' limit of " +
+                                                        std::to_string(gpu::kNormPerThread * 1024));
     check(cudaSetDevice(options.device), "cudaSetDevice");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, options.device), "cudaGetDeviceProperties");
@@ -294,27 +298,46 @@ class CudaModel final : public GpuBackend {
   }
 
   // Y (rows, out) = X (rows, in) W^T, W (out, in) row-major, fp32 output.
+  // Warps per output row (KS): a matrix with few rows (o_proj, down_proj)
+  // gives each row 4 warps so every SM has enough loads in flight; more rows
+  // keep one warp per row (measured: 2 or 8 warps per row were slower for
+  // every Llama-2-7B matrix, the per-lane load batch getting shorter).
+  int gemv_split(int64_t out) const { return out * 32 < int64_t(sm_count_) * 2048 ? 4 : 1; }
+
+  // The GEMV is launched as a programmatic dependent of the kernel before it
+  // (which triggers early), so its first weight loads overlap that kernel.
+  template <int R>
+  void gemv(const DeviceBuffer& w, const T* x, int64_t in, int64_t out, float* y) {
+    const int ks = gemv_split(out);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned((out + 8 / ks - 1) / (8 / ks)));
+    cfg.blockDim = dim3(256);
+    cfg.stream = stream_;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = pdl_ ? 1 : 0;
+    const T* wp = w.get<T>();
+    cudaError_t e;
+    switch (ks) {
+      case 1: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y); break;
+      case 2: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y); break;
+      case 4: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y); break;
+      default: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y); break;
+    }
+    check(e, "GEMV launch");
+  }
+
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
     if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
-      const T* wp = w.get<T>();
-      // Few outputs (o_proj, down_proj): 4 warps per output fill the GPU.
-      if (out * 32 < int64_t(sm_count_) * 2048) {
-        const int blocks = int((out + 1) / 2);
-        switch (rows) {
-          case 1: gpu::gemv_rows<T, 1, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-          case 2: gpu::gemv_rows<T, 2, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-          case 3: gpu::gemv_rows<T, 3, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-          default: gpu::gemv_rows<T, 4, 4><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        }
-      }
-      const int blocks = int((out + 7) / 8);
       switch (rows) {
-        case 1: gpu::gemv_rows<T, 1, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 2: gpu::gemv_rows<T, 2, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        case 3: gpu::gemv_rows<T, 3, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
-        default: gpu::gemv_rows<T, 4, 1><<<blocks, 256, 0, stream_>>>(wp, x, int(in), int(out), y); return;
+        case 1: return gemv<1>(w, x, in, out, y);
+        case 2: return gemv<2>(w, x, in, out, y);
+        case 3: return gemv<3>(w, x, in, out, y);
+        default: return gemv<4>(w, x, in, out, y);
       }
     }
     const float one = 1.0f, zero = 0.0f;
@@ -325,7 +348,7 @@ class CudaModel final : public GpuBackend {
   }
 
   void norm(const float* x, const int64_t* row_index, int64_t rows, const DeviceBuffer& w, const DeviceBuffer& b, T* y) {
-    gpu::norm_rows<T><<<int(rows), 256, 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
+    gpu::norm_rows<T><<<int(rows), gpu::norm_threads(c_.hidden), 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
                                                       c_.norm == NormKind::RMSNorm, y);
   }
 
@@ -424,7 +447,11 @@ class CudaModel final : public GpuBackend {
         else gpu::attn_decode128<T, 1, gpu::decode_batch<T, 1>()><<<grid, gpu::kThreads, 0, stream_>>>(ap);
         break;
       case 2: gpu::attn_decode128<T, 2, gpu::decode_batch<T, 2>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
-      case 4: gpu::attn_decode128<T, 4, gpu::decode_batch<T, 4>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+      case 4:
+        if (decode_g4_ == 1) gpu::attn_decode128<T, 4, 4, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
+        else if (decode_g4_ == 2) gpu::attn_decode128<T, 4, 2, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
+        else gpu::attn_decode128<T, 4, gpu::decode_batch<T, 4>()><<<grid, gpu::kThreads, 0, stream_>>>(ap);
+        break;
       default: gpu::attn_decode128<T, 8, gpu::decode_batch<T, 8>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
     }
   }
@@ -435,7 +462,10 @@ class CudaModel final : public GpuBackend {
     const char* v = std::getenv(name);
     return v && *v ? std::atoi(v) : fallback;
   }
+  const int norm_threads_ = gpu::norm_threads(c_.hidden);
+  const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
   const int decode_batch_ = env_int("STREAMSINK_ATTN_BATCH", 8);
+  const int decode_g4_ = env_int("STREAMSINK_ATTN_G4", 0);
   const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 128);
   const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 4);
 
@@ -546,6 +576,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   const int64_t base_blocks = rows * c.kv_heads, want_blocks = attn_blocks_per_sm_ * int64_t(sm_count_);
   const int64_t min_chunk = fast_attn ? attn_min_chunk_ : gpu::kTile;
   int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
+  splits = std::min<int64_t>(splits, gpu::kMaxSplits);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + min_chunk - 1) / min_chunk));
   max_n = std::max<int64_t>(max_n, 1);
   int64_t chunk = (max_n + splits - 1) / splits;
@@ -617,7 +648,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         mlp_in = h2_.get<T>();
       }
     } else {
-      gpu::residual_norm<T><<<int(rows), 256, 0, stream_>>>(x, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr,
+      gpu::residual_norm<T><<<int(rows), norm_threads_, 0, stream_>>>(x, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr,
                                                            w.norm2_w.get<float>(), opt(w.norm2_b), c.norm_eps, rms, h);
     }
     gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
@@ -633,7 +664,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     const float* rbm = c.parallel_residual ? opt(w.b_down) : nullptr;
     if (l + 1 < c.layers) {
       const GpuLayer& nx = layers_[size_t(l + 1)];
-      gpu::residual_norm<T><<<int(rows), 256, 0, stream_>>>(x, int(H), ra, rba, rm, rbm, nx.norm1_w.get<float>(),
+      gpu::residual_norm<T><<<int(rows), norm_threads_, 0, stream_>>>(x, int(H), ra, rba, rm, rbm, nx.norm1_w.get<float>(),
                                                            opt(nx.norm1_b), c.norm_eps, rms, h);
     } else {
       gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), ra, rba, rm, rbm);

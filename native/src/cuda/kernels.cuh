@@ -63,6 +63,22 @@ template <> __device__ __forceinline__ float from_f<float>(float x) { return x; 
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+// Programmatic dependent launch (sm_90): a kernel launched with the
+// programmatic-serialization attribute may start while its predecessor runs;
+// pdl_wait() blocks until the predecessor has finished and its writes are
+// visible (a no-op without the attribute). pdl_trigger() lets the dependent
+// start now instead of at this grid's end.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Token index of entry i of token t's context, and the slot a token lives in.
 __device__ __forceinline__ int64_t entry_token(const SeqDesc& s, int64_t t, int64_t i) {
   if (!s.bounded || t < s.sinks + s.window || i < s.sinks) return i;
@@ -233,10 +249,26 @@ __device__ void store_kv_head(const SeqDesc* seqs, const RowDesc& row, const flo
   }
 }
 
+// Sum over the block (every thread gets it); red holds 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += red[w];
+  return t;
+}
+
 // Merges the splits of each (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+// The splits' (m, l) are read by one lane each and their weights shared
+// through shared memory, so no thread walks the splits serially for them.
+constexpr int kMaxSplits = 1024;
 template <typename T>
 __global__ void attn_combine(const SeqDesc* seqs, const RowDesc* rows, const float* qkv, int layer, int kv_heads,
                              int qkv_dim, const float* partial, int heads, int head_dim, int splits, int chunk, T* out) {
+  pdl_trigger();
   const int h = blockIdx.x, r = blockIdx.y;
   // The first kv_heads blocks of a row also store its K/V (kv_store's job).
   if (h < kv_heads) store_kv_head<T>(seqs, rows[r], qkv + int64_t(r) * qkv_dim, layer, heads, kv_heads, head_dim, h);
@@ -244,14 +276,34 @@ __global__ void attn_combine(const SeqDesc* seqs, const RowDesc* rows, const flo
   if (n == 0) return;
   const int used = (n + chunk - 1) / chunk;
   const float* base = partial + (int64_t(r) * heads + h) * splits * (head_dim + 2);
+  __shared__ float wgt[kMaxSplits];
+  __shared__ float red[32];
   float M = -INFINITY;
-  for (int sp = 0; sp < used; ++sp) M = fmaxf(M, base[sp * (head_dim + 2)]);
+  for (int sp = threadIdx.x; sp < used; sp += blockDim.x) M = fmaxf(M, base[sp * (head_dim + 2)]);
+  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) red[warp] = M;
+  __syncthreads();
+  M = red[0];
+  for (int w = 1; w < int(blockDim.x >> 5); ++w) M = fmaxf(M, red[w]);
   float L = 0.f;
-  for (int sp = 0; sp < used; ++sp) L += __expf(base[sp * (head_dim + 2)] - M) * base[sp * (head_dim + 2) + 1];
+  for (int sp = threadIdx.x; sp < used; sp += blockDim.x) {
+    const float e = __expf(base[sp * (head_dim + 2)] - M);
+    wgt[sp] = e;
+    L += e * base[sp * (head_dim + 2) + 1];
+  }
+  L = block_sum(L, red);  // its barriers also publish wgt
+  const float inv = 1.f / L;
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float a = 0.f;
-    for (int sp = 0; sp < used; ++sp) a += __expf(base[sp * (head_dim + 2)] - M) * base[sp * (head_dim + 2) + 2 + d];
-    out[int64_t(r) * heads * head_dim + int64_t(h) * head_dim + d] = from_f<T>(a / L);
+    int sp = 0;
+    for (; sp + 4 <= used; sp += 4) {
+      const float a0 = base[(sp + 0) * (head_dim + 2) + 2 + d], a1 = base[(sp + 1) * (head_dim + 2) + 2 + d];
+      const float a2 = base[(sp + 2) * (head_dim + 2) + 2 + d], a3 = base[(sp + 3) * (head_dim + 2) + 2 + d];
+      a += wgt[sp] * a0 + wgt[sp + 1] * a1 + wgt[sp + 2] * a2 + wgt[sp + 3] * a3;
+    }
+    for (; sp < used; ++sp) a += wgt[sp] * base[sp * (head_dim + 2) + 2 + d];
+    out[int64_t(r) * heads * head_dim + int64_t(h) * head_dim + d] = from_f<T>(a * inv);
   }
 }
 
@@ -278,72 +330,111 @@ __global__ void kv_store(const SeqDesc* seqs, const RowDesc* rows, const float* 
   }
 }
 
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float t = 0.f;
-  for (int w = 0; w < int(blockDim.x >> 5); ++w) t += red[w];
-  return t;
+
+// Row kernels hold their row in registers: element threadIdx.x + k * blockDim.x
+// in v[k], so every load of a row is issued before any is used (a row is a few
+// KB: latency, not bandwidth, is what these kernels cost). norm_threads()
+// picks the block size; dim <= kNormPerThread * blockDim.x.
+constexpr int kNormPerThread = 16;
+inline int norm_threads(int dim) {
+  int t = (dim + 3) / 4;  // about four elements per thread
+  t = (t + 31) / 32 * 32;
+  if (t < 128) t = 128;
+  while (t < 1024 && t * kNormPerThread < dim) t += 32;
+  return t > 1024 ? 1024 : t;
 }
 
-// yr = w * (xr - mean) / sqrt(var + eps) (+ b); mean is 0 for RMSNorm.
+// yr = w * (v - mean) / sqrt(var + eps) (+ b); mean is 0 for RMSNorm.
+// Loads this thread's elements of a norm's weight (or bias; zeros if null).
+__device__ __forceinline__ void load_row_regs(const float* w, int dim, float (&r)[kNormPerThread]) {
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    r[k] = w && i < dim ? __ldg(w + i) : 0.f;
+  }
+}
+
 template <typename T>
-__device__ void normalize_row(const float* xr, int dim, float mean, const float* w, const float* b, float eps, bool rms,
-                              float* red, T* yr) {
+__device__ __forceinline__ void normalize_regs(const float (&v)[kNormPerThread], int dim, bool rms,
+                                               const float (&w)[kNormPerThread], const float (&b)[kNormPerThread],
+                                               float eps, float* red, T* yr) {
+  float mean = 0.f;
+  if (!rms) {
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < kNormPerThread; ++k) s += v[k];  // out-of-row elements are 0
+    mean = block_sum(s, red) / float(dim);
+  }
   float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float d = xr[i] - mean;
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    const float d = i < dim ? v[k] - mean : 0.f;
     ss += d * d;
   }
   const float inv = rsqrtf(block_sum(ss, red) / float(dim) + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = rms ? w[i] * (xr[i] * inv) : (xr[i] - mean) * inv * w[i];
-    if (b) v += b[i];
-    yr[i] = from_f<T>(v);
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    if (i >= dim) break;
+    yr[i] = from_f<T>(fmaf((v[k] - mean) * inv, w[k], b[k]));
   }
 }
 
 // y[r] = norm(x[r]) (RMSNorm when rms, else LayerNorm), one block per row.
 template <typename T>
-__global__ void norm_rows(const float* x, const int64_t* row_index, int dim, const float* w, const float* b, float eps,
-                          bool rms, T* y) {
+__global__ void __launch_bounds__(1024) norm_rows(const float* x, const int64_t* row_index, int dim, const float* w,
+                                                  const float* b, float eps, bool rms, T* y) {
+  pdl_trigger();
   __shared__ float red[32];
+  float wr[kNormPerThread], br[kNormPerThread];
+  load_row_regs(w, dim, wr);
+  load_row_regs(b, dim, br);
   const int64_t src = row_index ? row_index[blockIdx.x] : blockIdx.x;
   const float* xr = x + src * dim;
-  float mean = 0.f;
-  if (!rms) {
-    float s = 0.f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];
-    mean = block_sum(s, red) / float(dim);
+  float v[kNormPerThread];
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    v[k] = i < dim ? xr[i] : 0.f;
   }
-  normalize_row(xr, dim, mean, w, b, eps, rms, red, y + int64_t(blockIdx.x) * dim);
+  normalize_regs(v, dim, rms, wr, br, eps, red, y + int64_t(blockIdx.x) * dim);
 }
 
 // x += a (+ba) (+m (+bm)), then y = norm(x): the residual of one sub-layer and
 // the input norm of the next in one pass (one block per row).
 template <typename T>
-__global__ void residual_norm(float* x, int dim, const float* a, const float* ba, const float* m, const float* bm,
-                              const float* w, const float* b, float eps, bool rms, T* y) {
+__global__ void __launch_bounds__(1024) residual_norm(float* x, int dim, const float* a, const float* ba, const float* m,
+                                                      const float* bm, const float* w, const float* b, float eps, bool rms,
+                                                      T* y) {
+  pdl_trigger();
   __shared__ float red[32];
+  float wr[kNormPerThread], br[kNormPerThread];
+  load_row_regs(w, dim, wr);
+  load_row_regs(b, dim, br);
   float* xr = x + int64_t(blockIdx.x) * dim;
   const float* ar = a + int64_t(blockIdx.x) * dim;
   const float* mr = m ? m + int64_t(blockIdx.x) * dim : nullptr;
-  float s = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = xr[i] + ar[i];
-    if (ba) v += ba[i];
-    if (mr) {
-      v += mr[i];
-      if (bm) v += bm[i];
+  float v[kNormPerThread];
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    v[k] = 0.f;
+    if (i < dim) {
+      v[k] = xr[i] + ar[i];
+      if (ba) v[k] += ba[i];
+      if (mr) {
+        v[k] += mr[i];
+        if (bm) v[k] += bm[i];
+      }
     }
-    xr[i] = v;
-    s += v;
   }
-  const float mean = rms ? 0.f : block_sum(s, red) / float(dim);
-  normalize_row(xr, dim, mean, w, b, eps, rms, red, y + int64_t(blockIdx.x) * dim);
+#pragma unroll
+  for (int k = 0; k < kNormPerThread; ++k) {
+    const int i = threadIdx.x + k * blockDim.x;
+    if (i < dim) xr[i] = v[k];
+  }
+  normalize_regs(v, dim, rms, wr, br, eps, red, y + int64_t(blockIdx.x) * dim);
 }
 
 template <typename T>
@@ -380,6 +471,7 @@ __global__ void residual_add(float* x, int64_t total, int dim, const float* a, c
 // SwiGLU over rows of [gate | up] (fp32, + bias) into T; GELU (erf) in place of up.
 template <typename T>
 __global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int inter, T* out) {
+  pdl_trigger();
   const int64_t total = rows * inter;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / inter;
@@ -395,6 +487,7 @@ __global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int i
 
 template <typename T>
 __global__ void gelu_rows(const float* x, const float* b, int64_t rows, int inter, T* out) {
+  pdl_trigger();
   const int64_t total = rows * inter;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     float v = x[e];
@@ -457,15 +550,25 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
   const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(live ? o : 0) * in);
   float acc[R];
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
+  // Batches of eight 16-byte weight loads per lane, all issued before any is
+  // used (the last batch of a row predicated). The first batch goes out
+  // before waiting for the kernel that produces X: launched as a programmatic
+  // dependent, this kernel streams weights while its predecessor finishes.
   int v = v_begin + lane;
-  if (live) {
-    // Eight 16-byte weight loads in flight per lane before any is used.
-    for (; v + 224 < v_end; v += 256) {
-      uint4 wv[8];
+  uint4 wv[8];
+  auto load_batch = [&](int at) {
 #pragma unroll
-      for (int u = 0; u < 8; ++u) wv[u] = __ldcs(w + v + 32 * u);
+    for (int u = 0; u < 8; ++u)
+      if (at + 32 * u < v_end) wv[u] = __ldcs(w + at + 32 * u);
+  };
+  if (live) load_batch(v);
+  pdl_wait();
+  if (live) {
+    for (bool loaded = true; v < v_end; v += 256, loaded = false) {
+      if (!loaded) load_batch(v);
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
+        if (v + 32 * u >= v_end) break;
         float wf[N];
         Vec16<T>::load(wv[u], wf);
         for (int r = 0; r < R; ++r) {
@@ -473,15 +576,6 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
           Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v + 32 * u), xf);
           for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
         }
-      }
-    }
-    for (; v < v_end; v += 32) {
-      float wf[N];
-      Vec16<T>::load(__ldcs(w + v), wf);
-      for (int r = 0; r < R; ++r) {
-        float xf[N];
-        Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v), xf);
-        for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
       }
     }
   }
@@ -577,17 +671,17 @@ __device__ __forceinline__ int decode_holder(int j) {
 }
 
 // Entries per batch (B) and the occupancy the register budget is cut for.
-template <typename T, int G, int B>
+template <typename T, int G, int B, int MB>
 struct DecodeOccupancy {
-  static constexpr int kMinBlocks = sizeof(T) == 4 || G >= 4 ? 1 : (G == 1 ? (B == 8 ? 4 : 5) : 3);
+  static constexpr int kMinBlocks = MB ? MB : (sizeof(T) == 4 || G >= 8 ? 1 : (G == 1 ? (B == 8 ? 4 : 5) : G == 2 ? 3 : 2));
 };
 template <typename T, int G>
 constexpr int decode_batch() {
   return sizeof(T) == 4 || G >= 4 ? 4 : 8;
 }
 
-template <typename T, int G, int B>
-__global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B>::kMinBlocks) attn_decode128(AttnParams p) {
+template <typename T, int G, int B, int MB = 0>
+__global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBlocks) attn_decode128(AttnParams p) {
   constexpr int HD = 128, NW = kThreads / 32;
   constexpr bool kRotQ = G <= 2;
   using V4 = typename Vec4<T>::type;
