@@ -440,24 +440,38 @@ class CudaModel final : public GpuBackend {
     graphs_.clear();
   }
 
-  void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
+  // The attn_decode128 instance for G query heads per KV head.
+  const void* decode128_fn(int G) const {
     switch (G) {
       case 1:
-        if (decode_batch_ == 4) gpu::attn_decode128<T, 1, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
-        else gpu::attn_decode128<T, 1, gpu::decode_batch<T, 1>()><<<grid, gpu::kThreads, 0, stream_>>>(ap);
-        break;
-      case 2: gpu::attn_decode128<T, 2, gpu::decode_batch<T, 2>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+        if (decode_batch_ == 4) return reinterpret_cast<const void*>(gpu::attn_decode128<T, 1, 4>);
+        return reinterpret_cast<const void*>(gpu::attn_decode128<T, 1, gpu::decode_batch<T, 1>()>);
+      case 2: return reinterpret_cast<const void*>(gpu::attn_decode128<T, 2, gpu::decode_batch<T, 2>()>);
       case 4:
-        if (decode_g4_ == 1) gpu::attn_decode128<T, 4, 4, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
-        else if (decode_g4_ == 2) gpu::attn_decode128<T, 4, 2, 4><<<grid, gpu::kThreads, 0, stream_>>>(ap);
-        else gpu::attn_decode128<T, 4, gpu::decode_batch<T, 4>()><<<grid, gpu::kThreads, 0, stream_>>>(ap);
-        break;
-      default: gpu::attn_decode128<T, 8, gpu::decode_batch<T, 8>()><<<grid, gpu::kThreads, 0, stream_>>>(ap); break;
+        if (decode_g4_ == 1) return reinterpret_cast<const void*>(gpu::attn_decode128<T, 4, 4, 4>);
+        if (decode_g4_ == 2) return reinterpret_cast<const void*>(gpu::attn_decode128<T, 4, 2, 4>);
+        return reinterpret_cast<const void*>(gpu::attn_decode128<T, 4, gpu::decode_batch<T, 4>()>);
+      default: return reinterpret_cast<const void*>(gpu::attn_decode128<T, 8, gpu::decode_batch<T, 8>()>);
     }
   }
+  void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
+    void* args[] = {const_cast<gpu::AttnParams*>(&ap)};
+    check(cudaLaunchKernel(decode128_fn(G), grid, dim3(gpu::kThreads), args, 0, stream_), "attention launch");
+  }
+  // Blocks of attn_decode128 resident on the whole GPU at once.
+  int64_t decode128_resident(int G) {
+    int& n = decode_occupancy_[G == 1 ? 0 : G == 2 ? 1 : G == 4 ? 2 : 3];
+    if (n == 0) {
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode128_fn(G), gpu::kThreads, 0), "occupancy query");
+      n = std::max(n, 1);
+    }
+    return int64_t(n) * sm_count_;
+  }
+  int decode_occupancy_[4] = {0, 0, 0, 0};
   // Tuning knobs for measurements (STREAMSINK_ATTN_BATCH=4|8,
-  // STREAMSINK_ATTN_CHUNK=entries per split block, STREAMSINK_ATTN_BLOCKS=
-  // blocks wanted per SM); defaults are the measured best.
+  // STREAMSINK_ATTN_G4=0|1|2, STREAMSINK_ATTN_CHUNK=least entries per split
+  // block, STREAMSINK_ATTN_BLOCKS=blocks per SM to split for instead of the
+  // kernel's occupancy); defaults are the measured best.
   static int env_int(const char* name, int fallback) {
     const char* v = std::getenv(name);
     return v && *v ? std::atoi(v) : fallback;
@@ -466,8 +480,8 @@ class CudaModel final : public GpuBackend {
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
   const int decode_batch_ = env_int("STREAMSINK_ATTN_BATCH", 8);
   const int decode_g4_ = env_int("STREAMSINK_ATTN_G4", 0);
-  const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 128);
-  const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 4);
+  const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 0);
+  const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 0);
 
   struct CausalChunk {
     int32_t row0, count;
@@ -571,11 +585,22 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Attention split: enough blocks to fill the GPU even for one session.
   const int G = c.heads / c.kv_heads;
   const bool fast_attn = hd == 128 && (!rope_ || c.rotary_dim == 128) && (G == 1 || G == 2 || G == 4 || G == 8);
-  // Fast kernel: at least 128 entries per block (32 per warp), so the
-  // prologue and the partial write stay small against the streaming.
-  const int64_t base_blocks = rows * c.kv_heads, want_blocks = attn_blocks_per_sm_ * int64_t(sm_count_);
-  const int64_t min_chunk = fast_attn ? attn_min_chunk_ : gpu::kTile;
-  int64_t splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
+  // Fast kernel: split so that all blocks are resident at once (one wave:
+  // a second, partial wave would leave SMs idle at its end), with at least
+  // 128 entries per block (64 for 4-8 query heads per KV head, whose kernel
+  // fits fewer blocks per SM), so the prologue and the partial write stay
+  // small against the streaming. Generic kernel: four blocks per SM wanted.
+  const int64_t base_blocks = rows * c.kv_heads;
+  int64_t min_chunk = gpu::kTile, splits = 1;
+  if (fast_attn) {
+    min_chunk = attn_min_chunk_ > 0 ? attn_min_chunk_ : (G >= 4 ? 64 : 128);
+    const int64_t resident =
+        attn_blocks_per_sm_ > 0 ? int64_t(attn_blocks_per_sm_) * sm_count_ : decode128_resident(G);
+    splits = std::max<int64_t>(1, resident / base_blocks);
+  } else {
+    const int64_t want_blocks = 4 * int64_t(sm_count_);
+    splits = std::max<int64_t>(1, (want_blocks + base_blocks - 1) / base_blocks);
+  }
   splits = std::min<int64_t>(splits, gpu::kMaxSplits);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, (max_n + min_chunk - 1) / min_chunk));
   max_n = std::max<int64_t>(max_n, 1);
