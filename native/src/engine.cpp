@@ -108,15 +108,29 @@ void Engine::step_recompute(Session& s, const std::vector<int32_t>& tokens, std:
   const int64_t V = c.vocab_size;
   const CacheShape dense{Policy::Dense, 0, 0};
   std::vector<float> logits(static_cast<size_t>(V));
+  // With a learned sink token every recomputed window starts with it, as
+  // every training sample did: the sink token, the last W-2 tokens, the
+  // current one (W tokens, the budget of `sinks` 1+(W-1)). The stream's own
+  // first token is then the sink token itself, and is not kept in history.
+  const bool lead = s.options.sink_token >= 0 && s.options.window >= 2;
+  const int64_t keep = s.options.window - 1 - (lead ? 1 : 0);
+  auto remember = [&](int32_t token) {
+    s.history.push_back(token);
+    while (int64_t(s.history.size()) > keep) s.history.pop_front();
+  };
   for (size_t j = 0; j < tokens.size(); ++j) {
-    // A recompute session's state is its last W-1 tokens; logits are only
-    // needed where the caller reads them (every token, or the chunk's last).
+    const bool is_lead = lead && s.tokens_seen == 0 && j == 0;
+    // A recompute session's state is its last W-1 (W-2 with a sink token)
+    // tokens; logits are only needed where the caller reads them (every
+    // token, or the chunk's last).
     if (!all && j + 1 < tokens.size()) {
-      s.history.push_back(tokens[j]);
-      while (int64_t(s.history.size()) > s.options.window - 1) s.history.pop_front();
+      if (!is_lead) remember(tokens[j]);
       continue;
     }
-    std::vector<int32_t> window(s.history.begin(), s.history.end());
+    std::vector<int32_t> window;
+    window.reserve(s.history.size() + 2);
+    if (lead && !is_lead) window.push_back(s.options.sink_token);
+    window.insert(window.end(), s.history.begin(), s.history.end());
     window.push_back(tokens[j]);
     std::unique_ptr<KvCache> scratch = new_cache(dense, /*scratch=*/true);
     std::vector<ForwardSequence> seq(1);
@@ -129,8 +143,7 @@ void Engine::step_recompute(Session& s, const std::vector<int32_t>& tokens, std:
     float* dst = all ? &row_logprobs[j * size_t(V)] : s.last_logprobs.data();
     log_softmax(logits.data(), V, dst);
     if (all && j + 1 == tokens.size()) std::copy(dst, dst + V, s.last_logprobs.begin());
-    s.history.push_back(tokens[j]);
-    while (int64_t(s.history.size()) > s.options.window - 1) s.history.pop_front();
+    if (!is_lead) remember(tokens[j]);
   }
 }
 

@@ -247,14 +247,20 @@ describe("engine sessions (llama-gqa)", () => {
 
 describe("learned sink token", () => {
   const dir = mkdtempSync(join(tmpdir(), "streamsink-sinktoken-"));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  it("prepends the model's sink token (config streamsink.sink_token_id) and defaults to one sink", async () => {
+  let engine: Engine;
+  beforeAll(async () => {
     cpSync(modelDir("pythia"), dir, { recursive: true });
     const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     config.streamsink = { sink_token_id: 0 };
     writeFileSync(join(dir, "config.json"), JSON.stringify(config));
-    const engine = await Engine.load(dir, { backend: "cpu" });
+    engine = await Engine.load(dir, { backend: "cpu" });
+  });
+  afterAll(async () => {
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("prepends the model's sink token (config streamsink.sink_token_id) and defaults to one sink", async () => {
     expect(engine.info.sinkTokenId).toBe(0);
 
     const withSink = await engine.openSession({ policy: "sinks", window: 20 });
@@ -269,6 +275,28 @@ describe("learned sink token", () => {
     const without = await engine.openSession({ policy: "sinks", sinks: 1, window: 20, sinkToken: "none" });
     const plain = (await without.append(ids.slice(0, 80), { logprobs: true })).logprobs!;
     expect(Array.from(plain).slice(1)).not.toEqual(Array.from(got).slice(1));
-    await engine.close();
+  });
+
+  it("keeps the sink token at the head of every recomputed window (recompute W = sink + W-1 tokens)", async () => {
+    const W = 12;
+    const rec = await engine.openSession({ policy: "recompute", window: W });
+    const chunks = [ids.slice(0, 7), ids.slice(7, 40), ids.slice(40, 60)];
+    const got: number[] = [];
+    for (const c of chunks) got.push(...(await rec.append(c, { logprobs: true })).logprobs!);
+    // got[j] = log P(ids[j] | sink token, ids[j-W+1 .. j-1]): a dense session
+    // with the sink token over exactly those tokens predicts the same.
+    for (const j of [3, W - 1, W, W + 1, 30, 59]) {
+      const ref = await engine.openSession({ policy: "dense" });
+      const lp = (await ref.append(ids.slice(Math.max(0, j - W + 1), j + 1), { logprobs: true })).logprobs!;
+      await ref.close();
+      expect(Math.abs(got[j]! - lp[lp.length - 1]!), `token ${j}`).toBeLessThan(1e-5);
+    }
+    // Without the sink token the windows are the plain last W tokens.
+    const plain = await engine.openSession({ policy: "recompute", window: W, sinkToken: "none" });
+    const p = (await plain.append(ids.slice(0, 60), { logprobs: true })).logprobs!;
+    const ref = await engine.openSession({ policy: "dense", sinkToken: "none" });
+    const lp = (await ref.append(ids.slice(59 - W, 60), { logprobs: true })).logprobs!;
+    expect(Math.abs(p[59]! - lp[lp.length - 1]!)).toBeLessThan(1e-5);
+    expect(Math.abs(p[59]! - got[59]!)).toBeGreaterThan(1e-4);
   });
 });
