@@ -18,7 +18,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:net";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
@@ -27,6 +26,7 @@ import { Redis } from "ioredis";
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 
 import { Engine } from "../engine/index.js";
+import { freePort } from "../free-port.js";
 import { packageRoot } from "../package-root.js";
 import { loadWorkerConfig } from "../worker/config.js";
 import { partitionOf } from "../worker/kafka/partitioner.js";
@@ -212,18 +212,6 @@ interface WorkerChild {
   exited: Promise<void>;
 }
 
-/** A port free on loopback now (the OS picks it). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Every worker process started, so all are killed however the run ends. */
 const children = new Set<ChildProcess>();

@@ -4,9 +4,9 @@
  * gRPC health check, stdout/stderr kept for failure messages.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { join } from "node:path";
 
+import { freePort } from "../../services/free-port.js";
 import { type ConnectOptions, StreamsinkClient } from "../../services/grpc/grpc-client.js";
 import { ROOT } from "./fixtures.js";
 
@@ -34,17 +34,7 @@ export function clusterWorkerEnv(model: string, brokers: string, redisUrl: strin
   };
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface WorkerProcess {
   readonly address: string;

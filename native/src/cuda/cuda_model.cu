@@ -348,7 +348,7 @@ class CudaModel final : public GpuBackend {
   }
 
   void norm(const float* x, const int64_t* row_index, int64_t rows, const DeviceBuffer& w, const DeviceBuffer& b, T* y) {
-    gpu::norm_rows<T><<<int(rows), gpu::norm_threads(c_.hidden), 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
+    gpu::norm_rows<T><<<int(rows), norm_threads_, 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
                                                       c_.norm == NormKind::RMSNorm, y);
   }
 

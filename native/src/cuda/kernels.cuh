@@ -630,14 +630,6 @@ template <> struct Vec4<__half> {
   }
 };
 
-__device__ __forceinline__ float4 shfl_xor4(const float4& x, int o) {
-  return make_float4(__shfl_xor_sync(0xffffffffu, x.x, o), __shfl_xor_sync(0xffffffffu, x.y, o),
-                     __shfl_xor_sync(0xffffffffu, x.z, o), __shfl_xor_sync(0xffffffffu, x.w, o));
-}
-__device__ __forceinline__ uint2 shfl_xor4(const uint2& x, int o) {
-  return make_uint2(__shfl_xor_sync(0xffffffffu, x.x, o), __shfl_xor_sync(0xffffffffu, x.y, o));
-}
-
 // Sums B per-lane values over the warp and leaves entry decode_entry<B>(lane)'s
 // total in every lane (v[0]); lanes are split on bits 4, 3, ... first.
 template <int B>
@@ -767,8 +759,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     return S + idx;
   };
   auto fresh_row = [&](int i) {
-    const int64_t u = (!saturated || i < S) ? int64_t(i) : row.t - W + 1 + (i - S);
-    return p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+    return p.qkv + (int64_t(s.row0) + (entry_token(s, row.t, i) - s.first_token)) * p.qkv_dim;
   };
 
   struct Batch {
