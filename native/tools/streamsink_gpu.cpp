@@ -2,7 +2,7 @@
 //
 //   streamsink_gpu info
 //   streamsink_gpu parity <models dir> <golden dir> [--dtype D]      GPU vs the golden vectors
-//   streamsink_gpu versus <model dir> [--dtype D] [--factor F]       GPU vs CPU on streams F x the cache
+//   streamsink_gpu versus <model dir> [--dtype D] [--factor F] [--sessions K]   GPU vs CPU on streams F x the cache
 //   streamsink_gpu snapshot <model dir> [--dtype D]                  GPU <-> CPU session moves
 //   streamsink_gpu stream <model dir> --tokens N [--dtype D]         one real N-token sinks stream: latency, memory
 //   streamsink_gpu score <model dir> <ids.u16> [--policy P ...]      NLL of a long token stream under one policy
@@ -153,11 +153,63 @@ std::vector<int32_t> random_ids(int64_t n, int vocab, uint64_t seed) {
   return ids;
 }
 
+// K sessions at staggered fill levels decoded together, one token each per
+// step (the batched decode path), against each stream alone on the CPU:
+// largest and mean absolute log-prob error.
+std::pair<double, double> batched_err(Engine& cpu, Engine& gpu, const SessionOptions& so, int64_t n, int K) {
+  const int vocab = cpu.model().config().vocab_size;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<std::vector<float>> got(static_cast<size_t>(K));
+  std::vector<uint64_t> sess;
+  std::vector<size_t> pos;
+  for (int k = 0; k < K; ++k) {
+    ids.push_back(random_ids(n, vocab, 100 + uint64_t(k)));
+    sess.push_back(gpu.open_session(so));
+    StepEntry en;
+    en.session = sess.back();
+    const size_t pre = 1 + size_t(k) * size_t(n) / size_t(2 * K);
+    en.tokens.assign(ids.back().begin(), ids.back().begin() + long(pre));
+    en.logprobs = true;
+    got[size_t(k)] = gpu.step({en}, false)[0].token_logprobs;
+    pos.push_back(pre);
+  }
+  for (;;) {
+    std::vector<StepEntry> step;
+    std::vector<int> who;
+    for (int k = 0; k < K; ++k) {
+      if (pos[size_t(k)] >= size_t(n)) continue;
+      StepEntry en;
+      en.session = sess[size_t(k)];
+      en.tokens = {ids[size_t(k)][pos[size_t(k)]++]};
+      en.logprobs = true;
+      step.push_back(std::move(en));
+      who.push_back(k);
+    }
+    if (step.empty()) break;
+    auto r = gpu.step(step, false);
+    for (size_t j = 0; j < who.size(); ++j) {
+      auto& g = got[size_t(who[j])];
+      g.insert(g.end(), r[j].token_logprobs.begin(), r[j].token_logprobs.end());
+    }
+  }
+  double err = 0, sum = 0;
+  size_t count = 0;
+  for (int k = 0; k < K; ++k) {
+    gpu.close_session(sess[size_t(k)]);
+    const std::vector<float> want = score(cpu, so, ids[size_t(k)]);
+    err = std::max(err, max_abs_diff(want, got[size_t(k)]));
+    for (size_t i = 1; i < std::min(want.size(), got[size_t(k)].size()); ++i, ++count)
+      sum += std::fabs(double(want[i]) - double(got[size_t(k)][i]));
+  }
+  return {err, count ? sum / double(count) : 0.0};
+}
+
 int cmd_versus(std::vector<std::string> args) {
   GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
   const int64_t factor = std::stoll(flag(args, "--factor", "10"));
   const int64_t window = std::stoll(flag(args, "--window", "60"));
   const size_t first_chunk = size_t(std::stoll(flag(args, "--first-chunk", "0")));
+  const int sessions = std::stoi(flag(args, "--sessions", "0"));
   if (args.empty()) throw std::runtime_error("versus <model dir>");
   Engine cpu(args[0], 8);
   Engine gpu(args[0], gpu_engine(dtype));
@@ -186,6 +238,16 @@ int cmd_versus(std::vector<std::string> args) {
                 args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, first_chunk, (long long)n, err, mean, tol,
                 pass ? "true" : "false");
     std::fflush(stdout);
+    if (sessions > 0) {
+      const auto [bmax, bmean] = batched_err(cpu, gpu, so, n, sessions);
+      pass = bmax <= tol;
+      ok = ok && pass;
+      std::printf("{\"check\":\"gpu_vs_cpu_batched\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,"
+                  "\"sessions\":%d,\"tokens\":%lld,\"max_abs_err\":%.3e,\"mean_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
+                  args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, sessions, (long long)n, bmax, bmean, tol,
+                  pass ? "true" : "false");
+      std::fflush(stdout);
+    }
   }
   return ok ? 0 : 1;
 }

@@ -542,6 +542,7 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
   // KS warps share one output (each a contiguous part of the row), so a
   // matrix with few rows still puts enough loads in flight on every SM.
   constexpr int N = Vec16<T>::N, WARPS = 8, OUTS = WARPS / KS;
+  pdl_trigger();  // the attention kernel after the qkv GEMV prefetches its cache
   const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int o = blockIdx.x * OUTS + wb / KS, part = wb % KS;
   const bool live = o < out;
@@ -693,6 +694,8 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   // query with the rotation's sign folded in (kRotQ).
   const int q_pos = n - 1;
   float q[G][4], qp[kRotQ ? G : 1][4];
+  // Launched as a programmatic dependent of the qkv GEMV (its QKV rows).
+  pdl_wait();
   {
     float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
     if (rope) {
@@ -905,6 +908,294 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     }
     float* dst = p.partial + ((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2);
     dst[d] = val;
+  }
+}
+
+// ---- Grouped-query decode attention on tensor cores (EXPERIMENTAL) --------
+// attn_decode128_mma: head_dim 128, full rotary or ALiBi, 4 or 8 query heads
+// per KV head, bf16/fp16 caches. Same contract and partial output as
+// attn_decode128; enabled with STREAMSINK_ATTN_MMA=1 until measured on the
+// GPU. Every K/V entry a warp loads serves all G queries through mma.sync
+// m16n8k16 (rows = queries, padded to 16), so the per-entry instruction count
+// no longer grows with G the way the scalar kernel's does.
+//
+// A warp takes tiles of 16 consecutive entries. Lane = 4 * grp + qd.
+//  - S = Q K^T: A = Q (16 queries x 16 dims per chunk, 8 chunks), B = K^T
+//    (16 dims x 8 entries, two halves per tile). The head dims are permuted
+//    consistently in A and B: k-positions {2qd, 2qd+1, 2qd+8, 2qd+9} of chunk
+//    c are dims dim_base(c, qd) + {0, 1, 2, 3}, so a lane's dims are
+//    16qd..16qd+15 and their rotate-half partners 64+16qd..64+16qd+15: it
+//    loads them as 16-byte vectors and rotates its keys without shuffles.
+//  - The S accumulator (query grp, entries 2qd, 2qd+1 of each half) is the
+//    A operand of P V as it lies; the quad of lanes with one grp holds a
+//    query's 16 scores (max and sum: two shuffles each).
+//  - O = P V: B = V (16 entries x 8 dims per n-tile, 16 n-tiles); column n of
+//    n-tile j is dim 16n + j, so a lane loads dims 16grp..16grp+15 of its four
+//    entries as 16-byte vectors and packs pairs with byte permutes; its O
+//    values are query grp, dims 32qd + j and 32qd + 16 + j.
+template <typename T> struct MmaType;
+template <> struct MmaType<__nv_bfloat16> {
+  __device__ static uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ static float2 unpack(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+  }
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct MmaType<__half> {
+  __device__ static uint32_t pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ static float2 unpack(uint32_t u) { return __half22float2(*reinterpret_cast<const __half2*>(&u)); }
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+// First of the 4 dims chunk c gives lane quad position qd (see above).
+__device__ __forceinline__ int mma_dim_base(int c, int qd) { return c < 4 ? 16 * qd + 4 * c : 64 + 16 * qd + 4 * (c - 4); }
+
+template <typename T, int G>
+__global__ void __launch_bounds__(kThreads, 2) attn_decode128_mma(AttnParams p) {
+  static_assert(G == 4 || G == 8, "attn_decode128_mma: 4 or 8 query heads per KV head");
+  using M = MmaType<T>;
+  constexpr int HD = 128, NW = kThreads / 32, TILE = 16;
+  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
+  const RowDesc row = p.rows[r];
+  const int n = row.n;
+  const int begin = split * p.chunk;
+  if (n == 0 || begin >= n) return;
+  const int end = min(n, begin + p.chunk);
+  const SeqDesc s = p.seqs[row.seq];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int grp = lane >> 2, qd = lane & 3;
+  const bool rope = p.rope_cos != nullptr;
+  const bool real_q = grp < G;  // rows G..15 of the query operand are zero
+  const int q_pos = n - 1;
+  pdl_wait();  // launched as a programmatic dependent of the qkv GEMV
+
+  // Query operand: query grp rotated to q_pos, scaled, as T pairs.
+  uint32_t qa[8][2];
+  {
+    float lo[16], hi[16];
+    if (real_q) {
+      const float* qr = p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + grp) * HD;
+#pragma unroll
+      for (int i = 0; i < 16; i += 4) {
+        const float4 a = *reinterpret_cast<const float4*>(qr + 16 * qd + i);
+        const float4 b = *reinterpret_cast<const float4*>(qr + 64 + 16 * qd + i);
+        lo[i] = a.x; lo[i + 1] = a.y; lo[i + 2] = a.z; lo[i + 3] = a.w;
+        hi[i] = b.x; hi[i + 1] = b.y; hi[i + 2] = b.z; hi[i + 3] = b.w;
+      }
+      if (rope) {
+        const float* cr = p.rope_cos + int64_t(q_pos) * 64 + 16 * qd;
+        const float* sr = p.rope_sin + int64_t(q_pos) * 64 + 16 * qd;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const float c = cr[i], sn = sr[i];
+          const float a = lo[i] * c - hi[i] * sn, b = hi[i] * c + lo[i] * sn;
+          lo[i] = a;
+          hi[i] = b;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        lo[i] *= p.scale;
+        hi[i] *= p.scale;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) lo[i] = hi[i] = 0.f;
+    }
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const float* src = c < 4 ? lo + 4 * c : hi + 4 * (c - 4);
+      qa[c][0] = M::pack(src[0], src[1]);
+      qa[c][1] = M::pack(src[2], src[3]);
+    }
+  }
+  const float slope = (p.alibi && real_q) ? p.alibi[kvh * G + grp] : 0.f;
+
+  const int64_t slot_stride = int64_t(p.kv_heads) * HD;
+  const int64_t layer_off = int64_t(p.layer) * s.slots * slot_stride + int64_t(kvh) * HD;
+  const T* kc = static_cast<const T*>(s.k) + layer_off;
+  const T* vc = static_cast<const T*>(s.v) + layer_off;
+  const int k_off = p.heads * HD + kvh * HD, v_off = (p.heads + p.kv_heads) * HD + kvh * HD;
+  const bool saturated = s.bounded && row.t >= s.sinks + s.window;
+  const int ring0 = saturated ? int((row.t - s.window + 1 - s.sinks) % s.window) : 0;
+  const int S = s.sinks, W = s.window;
+  int64_t fresh = s.first_token;
+  if (saturated && s.first_token >= S) fresh = max(int64_t(S), S + s.first_token - (row.t - W + 1));
+  const int i_fresh = int(min(fresh, int64_t(end)));
+  auto slot_of_entry = [&](int i) -> int {
+    if (!saturated || i < S) return i;
+    int idx = ring0 + (i - S);
+    if (idx >= W) idx -= W;
+    return S + idx;
+  };
+  auto fresh_row = [&](int i) {
+    const int64_t u = (!saturated || i < S) ? int64_t(i) : row.t - W + 1 + (i - S);
+    return p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
+  };
+  // 16 consecutive elements (d0 .. d0+15) of entry i's K or V, as 8 T pairs;
+  // zeros past the end of the split.
+  auto load16 = [&](const T* base, int off, int i, int d0, uint32_t (&w)[8]) {
+    if (i >= end) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) w[k] = 0u;
+    } else if (i >= i_fresh) {
+      const float* f = fresh_row(i) + off + d0;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) w[k] = M::pack(f[2 * k], f[2 * k + 1]);
+    } else {
+      const uint4* src = reinterpret_cast<const uint4*>(base + int64_t(slot_of_entry(i)) * slot_stride + d0);
+      const uint4 a = __ldcs(src), b = __ldcs(src + 1);
+      w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+      w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+    }
+  };
+
+  float m = -INFINITY, l = 0.f;
+  float o[16][2];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = 0.f;
+
+  for (int t0 = begin + warp * TILE; t0 < end; t0 += NW * TILE) {
+    // All of the tile's K and V loads first: this lane's key entries
+    // t0 + grp and t0 + 8 + grp (dims 16qd.. and their partners), and value
+    // entries 2qd, 2qd+1, 8+2qd, 9+2qd of the tile (dims 16grp..).
+    uint32_t klo[2][8], khi[2][8], v0[8], v1[8], v2[8], v3[8];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      load16(kc, k_off, t0 + 8 * h + grp, 16 * qd, klo[h]);
+      load16(kc, k_off, t0 + 8 * h + grp, 64 + 16 * qd, khi[h]);
+    }
+    load16(vc, v_off, t0 + 2 * qd, 16 * grp, v0);
+    load16(vc, v_off, t0 + 2 * qd + 1, 16 * grp, v1);
+    load16(vc, v_off, t0 + 8 + 2 * qd, 16 * grp, v2);
+    load16(vc, v_off, t0 + 9 + 2 * qd, 16 * grp, v3);
+    // Scores of entries t0 + 8h + 2qd (+1) for query grp.
+    float sc[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int e = t0 + 8 * h + grp;  // this lane's key entry in half h
+      if (rope && e < end) {
+        const float4* cr = reinterpret_cast<const float4*>(p.rope_cos + int64_t(e) * 64 + 16 * qd);
+        const float4* sr = reinterpret_cast<const float4*>(p.rope_sin + int64_t(e) * 64 + 16 * qd);
+#pragma unroll
+        for (int v4 = 0; v4 < 4; ++v4) {
+          const float4 c4 = __ldg(cr + v4), s4 = __ldg(sr + v4);
+          const float cs[4] = {c4.x, c4.y, c4.z, c4.w}, sn[4] = {s4.x, s4.y, s4.z, s4.w};
+#pragma unroll
+          for (int pr = 0; pr < 2; ++pr) {
+            const int k = 2 * v4 + pr;  // word k holds dims 2k, 2k+1 of the 16
+            const float2 a = M::unpack(klo[h][k]), b = M::unpack(khi[h][k]);
+            const float c0 = cs[2 * pr], s0 = sn[2 * pr], c1 = cs[2 * pr + 1], s1 = sn[2 * pr + 1];
+            klo[h][k] = M::pack(a.x * c0 - b.x * s0, a.y * c1 - b.y * s1);
+            khi[h][k] = M::pack(b.x * c0 + a.x * s0, b.y * c1 + a.y * s1);
+          }
+        }
+      }
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        const uint32_t* kw = c < 4 ? klo[h] + 2 * c : khi[h] + 2 * (c - 4);
+        const uint32_t a[4] = {qa[c][0], 0u, qa[c][1], 0u};
+        M::mma(acc, a, kw[0], kw[1]);
+      }
+      sc[h][0] = acc[0];
+      sc[h][1] = acc[1];
+    }
+    // Online softmax over the tile for query grp (the quad holds its 16 scores).
+    float mx = -INFINITY;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int e = t0 + 8 * h + 2 * qd + k;
+        float x = sc[h][k];
+        if (p.alibi) x -= slope * float(q_pos - e);
+        if (e >= end) x = -INFINITY;
+        sc[h][k] = x;
+        mx = fmaxf(mx, x);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m, mx);  // finite: the tile has a valid entry
+    const float alpha = __expf(m - m_new);
+    float ps = 0.f;
+    uint32_t pa[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0 = __expf(sc[h][0] - m_new), p1 = __expf(sc[h][1] - m_new);
+      ps += p0 + p1;
+      pa[2 * h] = M::pack(p0, p1);  // a0 (entries 2qd, 2qd+1), a2 (8+2qd, 9+2qd)
+      pa[2 * h + 1] = 0u;           // rows 8..15: padding queries
+    }
+    ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+    ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+    l = l * alpha + ps;
+    m = m_new;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[j][0] *= alpha;
+      o[j][1] *= alpha;
+    }
+    // P V (the values were loaded with the keys).
+    const uint32_t pfrag[4] = {pa[0], pa[1], pa[2], pa[3]};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t sel = (j & 1) ? 0x7632u : 0x5410u;
+      const uint32_t b0 = __byte_perm(v0[j >> 1], v1[j >> 1], sel);
+      const uint32_t b1 = __byte_perm(v2[j >> 1], v3[j >> 1], sel);
+      float d[4] = {o[j][0], o[j][1], 0.f, 0.f};
+      M::mma(d, pfrag, b0, b1);
+      o[j][0] = d[0];
+      o[j][1] = d[1];
+    }
+  }
+
+  // Merge the warps' (m, l, O) and write the split's partial.
+  __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
+  if (real_q) {
+    if (qd == 0) {
+      sm[warp][grp] = m;
+      sl[warp][grp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      sacc[warp][grp][32 * qd + j] = o[j][0];
+      sacc[warp][grp][32 * qd + 16 + j] = o[j][1];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
+    const int g = e / (HD + 2), d = e % (HD + 2);
+    float Mx = -INFINITY;
+    for (int w = 0; w < NW; ++w) Mx = fmaxf(Mx, sm[w][g]);
+    float val = 0.f;
+    if (d == 0) {
+      val = Mx;
+    } else {
+      for (int w = 0; w < NW; ++w) {
+        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - Mx);
+        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
+      }
+    }
+    p.partial[((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2) + d] = val;
   }
 }
 
