@@ -443,8 +443,12 @@ class CudaModel final : public GpuBackend {
   // The attn_decode128 instance for G query heads per KV head.
   const void* decode128_fn(int G) const {
     if constexpr (sizeof(T) == 2) {
-      if (attn_mma_ && G == 4) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 4>);
-      if (attn_mma_ && G == 8) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 8>);
+      if (attn_mma_ && G == 4)
+        return mma_blocks_ == 3 ? reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 4, 3>)
+                                : reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 4>);
+      if (attn_mma_ && G == 8)
+        return mma_blocks_ == 3 ? reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 8, 3>)
+                                : reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 8>);
     }
     switch (G) {
       case 1:
@@ -498,6 +502,7 @@ class CudaModel final : public GpuBackend {
   // Tensor-core attention for 4 and 8 query heads per KV head (bf16/fp16);
   // STREAMSINK_ATTN_MMA=0 selects the scalar kernel instead.
   const bool attn_mma_ = env_int("STREAMSINK_ATTN_MMA", 1) != 0;
+  const int mma_blocks_ = env_int("STREAMSINK_ATTN_MMA_BLOCKS", 2);  // register budget: 2 or 3 blocks per SM
   const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 0);
   const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 0);
 

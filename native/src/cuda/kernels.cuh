@@ -968,8 +968,8 @@ template <> struct MmaType<__half> {
 // First of the 4 dims chunk c gives lane quad position qd (see above).
 __device__ __forceinline__ int mma_dim_base(int c, int qd) { return c < 4 ? 16 * qd + 4 * c : 64 + 16 * qd + 4 * (c - 4); }
 
-template <typename T, int G>
-__global__ void __launch_bounds__(kThreads, 2) attn_decode128_mma(AttnParams p) {
+template <typename T, int G, int MB = 2>
+__global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p) {
   static_assert(G == 4 || G == 8, "attn_decode128_mma: 4 or 8 query heads per KV head");
   using M = MmaType<T>;
   constexpr int HD = 128, NW = kThreads / 32, TILE = 16;
