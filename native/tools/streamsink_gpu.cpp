@@ -111,6 +111,18 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b, si
   return m;
 }
 
+// Largest and mean absolute difference from index 1 on (index 0 has no
+// log-prob), accumulated over several pairs of streams.
+struct ErrStats {
+  double max = 0, sum = 0;
+  size_t count = 0;
+  void add(const std::vector<float>& a, const std::vector<float>& b) {
+    max = std::max(max, max_abs_diff(a, b));
+    for (size_t i = 1; i < std::min(a.size(), b.size()); ++i, ++count) sum += std::fabs(double(a[i]) - double(b[i]));
+  }
+  double mean() const { return count ? sum / double(count) : 0.0; }
+};
+
 Policy policy_of(const std::string& p) { return parse_policy(p); }
 
 int cmd_parity(std::vector<std::string> args) {
@@ -154,9 +166,8 @@ std::vector<int32_t> random_ids(int64_t n, int vocab, uint64_t seed) {
 }
 
 // K sessions at staggered fill levels decoded together, one token each per
-// step (the batched decode path), against each stream alone on the CPU:
-// largest and mean absolute log-prob error.
-std::pair<double, double> batched_err(Engine& cpu, Engine& gpu, const SessionOptions& so, int64_t n, int K) {
+// step (the batched decode path), against each stream alone on the CPU.
+ErrStats batched_err(Engine& cpu, Engine& gpu, const SessionOptions& so, int64_t n, int K) {
   const int vocab = cpu.model().config().vocab_size;
   std::vector<std::vector<int32_t>> ids;
   std::vector<std::vector<float>> got(static_cast<size_t>(K));
@@ -192,16 +203,12 @@ std::pair<double, double> batched_err(Engine& cpu, Engine& gpu, const SessionOpt
       g.insert(g.end(), r[j].token_logprobs.begin(), r[j].token_logprobs.end());
     }
   }
-  double err = 0, sum = 0;
-  size_t count = 0;
+  ErrStats e;
   for (int k = 0; k < K; ++k) {
     gpu.close_session(sess[size_t(k)]);
-    const std::vector<float> want = score(cpu, so, ids[size_t(k)]);
-    err = std::max(err, max_abs_diff(want, got[size_t(k)]));
-    for (size_t i = 1; i < std::min(want.size(), got[size_t(k)].size()); ++i, ++count)
-      sum += std::fabs(double(want[i]) - double(got[size_t(k)][i]));
+    e.add(score(cpu, so, ids[size_t(k)]), got[size_t(k)]);
   }
-  return {err, count ? sum / double(count) : 0.0};
+  return e;
 }
 
 int cmd_versus(std::vector<std::string> args) {
@@ -227,24 +234,22 @@ int cmd_versus(std::vector<std::string> args) {
     const int64_t n = factor * window;
     std::vector<int32_t> ids = random_ids(n, cpu.model().config().vocab_size, 7);
     std::vector<float> a = score(cpu, so, ids, first_chunk), b = score(gpu, so, ids, first_chunk);
-    double err = max_abs_diff(a, b);
-    double mean = 0;
-    for (size_t i = 1; i < a.size(); ++i) mean += std::fabs(double(a[i]) - double(b[i]));
-    mean /= double(a.size() - 1);
-    bool pass = err <= tol;
+    ErrStats e;
+    e.add(a, b);
+    bool pass = e.max <= tol;
     ok = ok && pass;
     std::printf("{\"check\":\"gpu_vs_cpu\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,\"first_chunk\":%zu,\"tokens\":%lld,"
                 "\"max_abs_err\":%.3e,\"mean_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
-                args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, first_chunk, (long long)n, err, mean, tol,
+                args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, first_chunk, (long long)n, e.max, e.mean(), tol,
                 pass ? "true" : "false");
     std::fflush(stdout);
     if (sessions > 0) {
-      const auto [bmax, bmean] = batched_err(cpu, gpu, so, n, sessions);
-      pass = bmax <= tol;
+      const ErrStats be = batched_err(cpu, gpu, so, n, sessions);
+      pass = be.max <= tol;
       ok = ok && pass;
       std::printf("{\"check\":\"gpu_vs_cpu_batched\",\"model\":\"%s\",\"dtype\":\"%s\",\"policy\":\"%s\",\"cache\":%lld,"
                   "\"sessions\":%d,\"tokens\":%lld,\"max_abs_err\":%.3e,\"mean_abs_err\":%.3e,\"tolerance\":%.0e,\"pass\":%s}\n",
-                  args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, sessions, (long long)n, bmax, bmean, tol,
+                  args[0].c_str(), gpu_dtype_name(dtype), p.policy, (long long)window, sessions, (long long)n, be.max, be.mean(), tol,
                   pass ? "true" : "false");
       std::fflush(stdout);
     }

@@ -46,6 +46,25 @@ void check(cublasStatus_t e, const char* what) {
 }
 
 // Owned device allocation.
+// A launch configuration with the programmatic-stream-serialization
+// attribute (when `pdl`): the kernel may start while its predecessor runs and
+// waits for it with griddepcontrol.wait (kernels.cuh, pdl_wait).
+struct DependentLaunch {
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr{};
+  DependentLaunch(dim3 grid, dim3 block, cudaStream_t stream, bool pdl) {
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = stream;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+  }
+  DependentLaunch(const DependentLaunch&) = delete;
+  DependentLaunch& operator=(const DependentLaunch&) = delete;
+};
+
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -309,15 +328,8 @@ class CudaModel final : public GpuBackend {
   template <int R>
   void gemv(const DeviceBuffer& w, const T* x, int64_t in, int64_t out, float* y) {
     const int ks = gemv_split(out);
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned((out + 8 / ks - 1) / (8 / ks)));
-    cfg.blockDim = dim3(256);
-    cfg.stream = stream_;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = pdl_ ? 1 : 0;
+    DependentLaunch dl(dim3(unsigned((out + 8 / ks - 1) / (8 / ks))), dim3(256), stream_, pdl_);
+    cudaLaunchConfig_t& cfg = dl.cfg;
     const T* wp = w.get<T>();
     cudaError_t e;
     switch (ks) {
@@ -466,16 +478,8 @@ class CudaModel final : public GpuBackend {
   // loads overlap the GEMV's last wave (the kernel waits before reading QKV).
   void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
     void* args[] = {const_cast<gpu::AttnParams*>(&ap)};
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(gpu::kThreads);
-    cfg.stream = stream_;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = pdl_ ? 1 : 0;
-    check(cudaLaunchKernelExC(&cfg, decode128_fn(G), args), "attention launch");
+    DependentLaunch dl(grid, dim3(gpu::kThreads), stream_, pdl_);
+    check(cudaLaunchKernelExC(&dl.cfg, decode128_fn(G), args), "attention launch");
   }
   // Blocks of attn_decode128 resident on the whole GPU at once.
   int64_t decode128_resident(int G) {

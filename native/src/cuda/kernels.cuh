@@ -663,6 +663,34 @@ __device__ __forceinline__ int decode_holder(int j) {
   return lane;
 }
 
+// Where entry i of a row's context lies, for the head_dim-128 decode
+// kernels: a sink slot or a ring slot (counted from the oldest window entry
+// once the window is full), or, from i_fresh on, a token of this step, read
+// from its fresh fp32 QKV row (token index rises with the entry index; the
+// step's slots are written after attention).
+struct ContextMap {
+  SeqDesc s;
+  int64_t t;
+  bool saturated;
+  int ring0, i_fresh;
+  __device__ ContextMap(const SeqDesc& seq, const RowDesc& row, int end) : s(seq), t(row.t) {
+    saturated = s.bounded && t >= s.sinks + s.window;
+    ring0 = saturated ? int((t - s.window + 1 - s.sinks) % s.window) : 0;
+    int64_t fresh = s.first_token;
+    if (saturated && s.first_token >= s.sinks) fresh = max(int64_t(s.sinks), s.sinks + s.first_token - (t - s.window + 1));
+    i_fresh = int(min(fresh, int64_t(end)));
+  }
+  __device__ int slot(int i) const {
+    if (!saturated || i < s.sinks) return i;
+    int idx = ring0 + (i - s.sinks);
+    if (idx >= s.window) idx -= s.window;
+    return s.sinks + idx;
+  }
+  __device__ const float* fresh_row(const AttnParams& p, int i) const {
+    return p.qkv + (int64_t(s.row0) + (entry_token(s, t, i) - s.first_token)) * p.qkv_dim;
+  }
+};
+
 // Entries per batch (B) and the occupancy the register budget is cut for.
 template <typename T, int G, int B, int MB>
 struct DecodeOccupancy {
@@ -745,25 +773,10 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   const T* kc = static_cast<const T*>(s.k) + layer_off;
   const T* vc = static_cast<const T*>(s.v) + layer_off;
   const int k_off = p.heads * HD + kvh * HD + d0, v_off = (p.heads + p.kv_heads) * HD + kvh * HD + d0;
-  const bool saturated = s.bounded && row.t >= s.sinks + s.window;
-  // Ring index of the oldest window entry (saturated contexts).
-  const int ring0 = saturated ? int((row.t - s.window + 1 - s.sinks) % s.window) : 0;
-  const int S = s.sinks, W = s.window;
-  // Entries from i_fresh on are tokens of this step (token index rises with
-  // the entry index), read from the fresh fp32 QKV rows: their slots are
-  // written after attention.
-  int64_t fresh = s.first_token;
-  if (saturated && s.first_token >= S) fresh = max(int64_t(S), S + s.first_token - (row.t - W + 1));
-  const int i_fresh = int(min(fresh, int64_t(end)));
-  auto slot_of_entry = [&](int i) -> int {
-    if (!saturated || i < S) return i;
-    int idx = ring0 + (i - S);
-    if (idx >= W) idx -= W;
-    return S + idx;
-  };
-  auto fresh_row = [&](int i) {
-    return p.qkv + (int64_t(s.row0) + (entry_token(s, row.t, i) - s.first_token)) * p.qkv_dim;
-  };
+  const ContextMap ctx(s, row, end);
+  const int i_fresh = ctx.i_fresh;
+  auto slot_of_entry = [&](int i) { return ctx.slot(i); };
+  auto fresh_row = [&](int i) { return ctx.fresh_row(p, i); };
 
   struct Batch {
     V4 k[B], v[B];
@@ -1034,22 +1047,10 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   const T* kc = static_cast<const T*>(s.k) + layer_off;
   const T* vc = static_cast<const T*>(s.v) + layer_off;
   const int k_off = p.heads * HD + kvh * HD, v_off = (p.heads + p.kv_heads) * HD + kvh * HD;
-  const bool saturated = s.bounded && row.t >= s.sinks + s.window;
-  const int ring0 = saturated ? int((row.t - s.window + 1 - s.sinks) % s.window) : 0;
-  const int S = s.sinks, W = s.window;
-  int64_t fresh = s.first_token;
-  if (saturated && s.first_token >= S) fresh = max(int64_t(S), S + s.first_token - (row.t - W + 1));
-  const int i_fresh = int(min(fresh, int64_t(end)));
-  auto slot_of_entry = [&](int i) -> int {
-    if (!saturated || i < S) return i;
-    int idx = ring0 + (i - S);
-    if (idx >= W) idx -= W;
-    return S + idx;
-  };
-  auto fresh_row = [&](int i) {
-    const int64_t u = (!saturated || i < S) ? int64_t(i) : row.t - W + 1 + (i - S);
-    return p.qkv + (int64_t(s.row0) + (u - s.first_token)) * p.qkv_dim;
-  };
+  const ContextMap ctx(s, row, end);
+  const int i_fresh = ctx.i_fresh;
+  auto slot_of_entry = [&](int i) { return ctx.slot(i); };
+  auto fresh_row = [&](int i) { return ctx.fresh_row(p, i); };
   // 16 consecutive elements (d0 .. d0+15) of entry i's K or V, as 8 T pairs;
   // zeros past the end of the split.
   auto load16 = [&](const T* base, int off, int i, int d0, uint32_t (&w)[8]) {
