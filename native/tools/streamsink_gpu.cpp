@@ -6,7 +6,7 @@
 //   streamsink_gpu snapshot <model dir> [--dtype D]                  GPU <-> CPU session moves
 //   streamsink_gpu stream <model dir> --tokens N [--dtype D]         one real N-token sinks stream: latency, memory
 //   streamsink_gpu score <model dir> <ids.u16> [--policy P ...]      NLL of a long token stream under one policy
-//   streamsink_gpu bench [--out F] [--quick] [--batches 1,8,32]                         Llama-2-7B / Mistral-7B shaped random weights
+//   streamsink_gpu bench [--out F] [--quick] [--batches 1,8,32]      Llama-2-7B / Mistral-7B shaped random weights
 //
 // Every command prints JSON lines; parity/versus/snapshot exit 1 when a
 // tolerance is exceeded. Tolerances (see docs/gpu.md): fp32 1e-4 (the CPU

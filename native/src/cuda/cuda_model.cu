@@ -45,7 +45,6 @@ void check(cublasStatus_t e, const char* what) {
   if (e != CUBLAS_STATUS_SUCCESS) cuda_fail(what, "cuBLAS status " + std::to_string(int(e)));
 }
 
-// Owned device allocation.
 // A launch configuration with the programmatic-stream-serialization
 // attribute (when `pdl`): the kernel may start while its predecessor runs and
 // waits for it with griddepcontrol.wait (kernels.cuh, pdl_wait).
@@ -65,6 +64,7 @@ struct DependentLaunch {
   DependentLaunch& operator=(const DependentLaunch&) = delete;
 };
 
+// Owned device allocation.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -329,14 +329,14 @@ class CudaModel final : public GpuBackend {
   void gemv(const DeviceBuffer& w, const T* x, int64_t in, int64_t out, float* y) {
     const int ks = gemv_split(out);
     DependentLaunch dl(dim3(unsigned((out + 8 / ks - 1) / (8 / ks))), dim3(256), stream_, pdl_);
-    cudaLaunchConfig_t& cfg = dl.cfg;
+    const cudaLaunchConfig_t* cfg = &dl.cfg;
     const T* wp = w.get<T>();
     cudaError_t e;
     switch (ks) {
-      case 1: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y); break;
-      case 2: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y); break;
-      case 4: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y); break;
-      default: e = cudaLaunchKernelEx(&cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y); break;
+      case 1: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y); break;
+      case 2: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y); break;
+      case 4: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y); break;
+      default: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y); break;
     }
     check(e, "GEMV launch");
   }

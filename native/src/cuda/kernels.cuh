@@ -691,6 +691,29 @@ struct ContextMap {
   }
 };
 
+// End of a head_dim-128 decode block: merges its warps' online-softmax
+// states (max m, sum l, unnormalised acc per head, in shared memory; a warp
+// that saw no entry has m = -inf) into the split's partial (m, l, acc).
+template <int G, int NW = kThreads / 32, int HD = 128>
+__device__ __forceinline__ void write_split_partial(const AttnParams& p, int r, int kvh, int split, const float (&sm)[NW][G],
+                                                    const float (&sl)[NW][G], const float (&sacc)[NW][G][HD]) {
+  for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
+    const int g = e / (HD + 2), d = e % (HD + 2);
+    float M = -INFINITY;
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
+    float val = 0.f;
+    if (d == 0) {
+      val = M;
+    } else {
+      for (int w = 0; w < NW; ++w) {
+        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
+        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
+      }
+    }
+    p.partial[((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2) + d] = val;
+  }
+}
+
 // Entries per batch (B) and the occupancy the register budget is cut for.
 template <typename T, int G, int B, int MB>
 struct DecodeOccupancy {
@@ -906,22 +929,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     for (int e = 0; e < 4; ++e) sacc[warp][g][d0 + e] = acc[g][e];
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
-    const int g = e / (HD + 2), d = e % (HD + 2);
-    float M = -INFINITY;
-    for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
-    float val = 0.f;
-    if (d == 0) {
-      val = M;
-    } else {
-      for (int w = 0; w < NW; ++w) {
-        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
-        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
-      }
-    }
-    float* dst = p.partial + ((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2);
-    dst[d] = val;
-  }
+  write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
 }
 
 // ---- Grouped-query decode attention on tensor cores (EXPERIMENTAL) --------
@@ -1183,21 +1191,7 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
-    const int g = e / (HD + 2), d = e % (HD + 2);
-    float Mx = -INFINITY;
-    for (int w = 0; w < NW; ++w) Mx = fmaxf(Mx, sm[w][g]);
-    float val = 0.f;
-    if (d == 0) {
-      val = Mx;
-    } else {
-      for (int w = 0; w < NW; ++w) {
-        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - Mx);
-        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
-      }
-    }
-    p.partial[((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2) + d] = val;
-  }
+  write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
 }
 
 // ---- Prefill of a chunk that starts an empty cache and fits in it ----------
