@@ -11,6 +11,12 @@ budget, stored in the checkpoint at the first invocation), so two models
 trained side by side on one GPU get the same budget and a run that spans
 several commands ends its schedule where its budget ends.
 
+--extend-seconds continues a run whose budget is spent (from its checkpoint or,
+with --init-from, from its export) with a second learning-rate phase: a fresh
+warm-up to --phase-lr, then cosine to 10% over the added seconds. The phases
+are stored in the checkpoint and in the export's config, so a phase too can
+span several commands and machines.
+
 --sink-token prepends the tokenizer's <|sink|> token (id 1) to every training
 sample (StreamingLLM section 3.3): the sample is [sink] + 255 text tokens
 instead of 256 text tokens, so both models see the same windows at the same
@@ -77,12 +83,20 @@ def batch_at(data: torch.Tensor, step: int, args, sink: bool) -> tuple[torch.Ten
     return inp, tgt
 
 
-def lr_at(step: int, seconds: float, args, total_seconds: float) -> float:
-    """Linear warm-up over --warmup steps, then cosine to 10% over the run's GPU-time budget."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    p = min(1.0, seconds / total_seconds)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+def lr_at(step: int, seconds: float, warmup: int, phases: list[dict]) -> float:
+    """The learning rate in the schedule phase that holds `seconds` of training time: linear
+    warm-up over `warmup` steps from the phase's first step, then cosine to 10% of the phase's
+    peak at its end."""
+    ph = next((q for q in phases if seconds < q["end_seconds"]), phases[-1])
+    k = step - ph["start_step"]
+    if k < warmup:
+        return ph["peak_lr"] * (k + 1) / warmup
+    p = min(1.0, max(0.0, (seconds - ph["start_seconds"]) / (ph["end_seconds"] - ph["start_seconds"])))
+    return ph["peak_lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def first_phase(budget: float, lr: float) -> list[dict]:
+    return [{"start_step": 0, "start_seconds": 0.0, "end_seconds": budget, "peak_lr": lr}]
 
 
 @torch.no_grad()
@@ -191,6 +205,9 @@ def main() -> None:
     ap.add_argument("--shard-mib", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init-from", help="exported HF dir to start from when --run has no checkpoint")
+    ap.add_argument("--extend-seconds", type=float, default=0.0,
+                    help="when the run's budget is spent, add a learning-rate phase of this many seconds")
+    ap.add_argument("--phase-lr", type=float, default=7.5e-4, help="peak learning rate of an added phase")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
@@ -229,15 +246,16 @@ def main() -> None:
     rewarm_from = None  # step at which a restart from exported weights began
     best = float("inf")
     train_seconds = 0.0
-    total = args.total_seconds
+    phases = first_phase(args.total_seconds, args.lr)
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         if ck.get("optimizer") is not None:
             opt.load_state_dict(ck["optimizer"])
-        step, train_seconds, total = ck["step"], ck["train_seconds"], ck["total_seconds"]
+        step, train_seconds = ck["step"], ck["train_seconds"]
+        phases = ck.get("phases") or first_phase(ck["total_seconds"], args.lr)
         best = ck.get("best_heldout_loss", best)
-        print(f"resumed at step {step} ({train_seconds:.0f} s trained), budget {total:.0f} s", flush=True)
+        print(f"resumed at step {step} ({train_seconds:.0f} s trained), budget {phases[-1]['end_seconds']:.0f} s", flush=True)
     elif args.init_from:
         # Fallback resume from an exported (bf16) directory when the full checkpoint was lost:
         # weights and step come back, the optimizer state restarts.
@@ -251,9 +269,17 @@ def main() -> None:
         model.load_state_dict({k: v.float() for k, v in sd.items()})
         with open(os.path.join(args.init_from, "config.json")) as f:
             meta = json.load(f)["streamsink_training"]
-        step, train_seconds, total = meta["steps"], meta["train_seconds"], meta["budget_seconds"]
+        step, train_seconds = meta["steps"], meta["train_seconds"]
+        phases = meta.get("phases") or first_phase(meta["budget_seconds"], meta["lr"])
         rewarm_from = step
         print(f"initialised from {args.init_from} at step {step} (fresh optimizer state, {args.warmup} steps of re-warm-up)", flush=True)
+    if args.extend_seconds > 0 and train_seconds >= phases[-1]["end_seconds"] - 1.0:
+        # The budget is spent: a new phase with its own warm-up (which covers a fresh optimizer too).
+        phases = phases + [{"start_step": step, "start_seconds": train_seconds,
+                            "end_seconds": train_seconds + args.extend_seconds, "peak_lr": args.phase_lr}]
+        rewarm_from = None
+        print(f"new learning-rate phase: {args.extend_seconds:.0f} s from step {step}, peak {args.phase_lr}", flush=True)
+    total = phases[-1]["end_seconds"]
     print(f"params {nparams / 1e6:.2f}M, train tokens {train.numel()}, sink token {args.sink_token}", flush=True)
 
     fwd = torch.compile(model) if args.compile and device.type == "cuda" else model
@@ -261,7 +287,8 @@ def main() -> None:
     def save_ckpt():
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "train_seconds": train_seconds, "total_seconds": total, "best_heldout_loss": best, "args": vars(args)}, tmp)
+                    "train_seconds": train_seconds, "total_seconds": total, "phases": phases, "best_heldout_loss": best,
+                    "args": vars(args)}, tmp)
         os.replace(tmp, ckpt_path)
 
     def log(rec: dict):
@@ -278,10 +305,11 @@ def main() -> None:
     def meta() -> dict:
         return {"steps": step, "budget_seconds": total, "tokens_seen": step * args.batch * args.ctx,
                 "batch": args.batch, "context": args.ctx, "lr": args.lr, "weight_decay": args.wd,
-                "sink_token": args.sink_token, "train_seconds": round(train_seconds, 1), "params": nparams}
+                "sink_token": args.sink_token, "train_seconds": round(train_seconds, 1), "params": nparams,
+                "phases": phases}
 
     def do_step(f):
-        lr = lr_at(step, train_seconds, args, total)
+        lr = lr_at(step, train_seconds, args.warmup, phases)
         if rewarm_from is not None and step - rewarm_from < args.warmup:
             lr *= (step - rewarm_from + 1) / args.warmup  # fresh Adam moments: warm up again
         for g in opt.param_groups:
@@ -304,7 +332,7 @@ def main() -> None:
             log({"step": step, "eval_error": f"{type(e).__name__}: {e}"})
             return
         log({"step": step, "tokens": step * args.batch * args.ctx, "train_seconds": round(train_seconds, 1),
-             "lr": lr_at(max(0, step - 1), train_seconds, args, total),
+             "lr": lr_at(max(0, step - 1), train_seconds, args.warmup, phases),
              "train_loss": round(float(loss_acc) / loss_n, 4) if loss_n else None,
              "heldout_loss": round(ev["heldout_loss"], 4), "heldout_ppl": round(math.exp(ev["heldout_loss"]), 3),
              "attn_to_first_mean": ev["attn_to_first_mean"], "attn_to_first_max_head": ev["attn_to_first_max_head"]})
