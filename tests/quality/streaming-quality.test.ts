@@ -9,19 +9,20 @@
  * has the full-size (256-slot, 13k-token) measurements.
  *
  * What must hold for any model, with thresholds set from what was measured
- * on this exact stream and cache (CPU backend, 2026-11-22):
+ * on this exact stream and cache (CPU backend, 2026-11-22, the shipped models
+ * after their 60 minutes of training each):
  *  - `sinks` perplexity within 3% of `recompute`: vanilla 4+124 against
- *    recompute 128 (measured 46.76 vs 46.87: 0.25% better); sink-token model
+ *    recompute 128 (measured 47.49 vs 47.56: 0.13% better); sink-token model
  *    1+127 against recompute 128, whose windows start with the sink token
- *    (docs/cache-semantics.md; measured 48.41 vs 48.47: 0.13% better);
- *  - `dense` past the training length clearly worse than both: more than 1.5x
- *    (measured 125.3 = 2.7x sinks for the vanilla model, 137.7 = 2.8x the
+ *    (docs/cache-semantics.md; measured 45.96 vs 46.09: 0.27% better);
+ *  - `dense` past the training length clearly worse than both: more than 2x
+ *    (measured 130.6 = 2.75x sinks for the vanilla model, 168.0 = 3.66x the
  *    kept sink token for the sink-token model);
  * and, because the shipped models did form attention sinks (docs/REPRODUCTION.md),
- *  - vanilla: `window` 0+128 worse than 4+124 sinks by more than 4%
- *    (measured 51.24: 9.6% worse);
+ *  - vanilla: `window` 0+128 worse than 4+124 sinks by more than 8%
+ *    (measured 54.48: 14.7% worse);
  *  - sink-token model: evicting its sink token (window 0+128) costs more than
- *    1.5x against keeping it (1+127) (measured 118.46 vs 48.41: 2.45x).
+ *    2.5x against keeping it (1+127) (measured 245.07 vs 45.96: 5.33x).
  * Runtime: about 2 minutes on 2 cores, most of it the two `recompute` runs.
  */
 import { readFileSync } from "node:fs";
@@ -67,11 +68,11 @@ describe("streaming quality, vanilla model (streamsink-llama-7m)", () => {
   });
 
   it("makes dense past the training length clearly worse than both", () => {
-    expect(ppl.dense!).toBeGreaterThan(1.5 * Math.max(ppl.sinks!, ppl.recompute!));
+    expect(ppl.dense!).toBeGreaterThan(2 * Math.max(ppl.sinks!, ppl.recompute!));
   });
 
   it("makes window attention worse than sinks (the model formed sinks)", () => {
-    expect(ppl.window! / ppl.sinks!).toBeGreaterThan(1.04);
+    expect(ppl.window! / ppl.sinks!).toBeGreaterThan(1.08);
   });
 });
 
@@ -92,7 +93,7 @@ describe("streaming quality, sink-token model (streamsink-llama-7m-sink)", () =>
   afterAll(async () => engine.close());
 
   it("loses quality when its sink token is evicted", () => {
-    expect(ppl.evicted! / ppl.sinkToken!).toBeGreaterThan(1.5);
+    expect(ppl.evicted! / ppl.sinkToken!).toBeGreaterThan(2.5);
   });
 
   it("keeps its sink token within 3% of the recompute oracle (whose windows start with the sink token)", () => {
@@ -100,6 +101,6 @@ describe("streaming quality, sink-token model (streamsink-llama-7m-sink)", () =>
   });
 
   it("makes dense past the training length clearly worse than both", () => {
-    expect(ppl.dense!).toBeGreaterThan(1.5 * Math.max(ppl.sinkToken!, ppl.recompute!));
+    expect(ppl.dense!).toBeGreaterThan(2 * Math.max(ppl.sinkToken!, ppl.recompute!));
   });
 });

@@ -41,6 +41,7 @@ def main() -> None:
     log = [json.loads(l) for l in open(os.path.join(args.model, "training_log.jsonl"))]
     evals = [r for r in log if "heldout_loss" in r]
     restart = next((r for r in log if r.get("event") == "restart"), None)
+    phases = meta.get("phases") or [{"start_step": 0, "start_seconds": 0.0, "end_seconds": meta["budget_seconds"], "peak_lr": meta["lr"]}]
     sm_path = os.path.join(args.model, "sink_metric.json")
     sm = json.load(open(sm_path)) if os.path.exists(sm_path) else None
 
@@ -90,12 +91,21 @@ def main() -> None:
       f"the batch of step k is the same windows for both). Budget {meta['budget_seconds']:.0f} s of training time each.")
     w(f"- {meta['steps']:,} steps of {meta['batch']} x {meta['context']} tokens: {meta['tokens_seen'] / 1e9:.2f}B tokens seen "
       f"(about {meta['tokens_seen'] / tot:.0f} passes over the training tokens).")
-    w(f"- AdamW (betas 0.9/0.95, weight decay {meta['weight_decay']} on matrices), peak learning rate {meta['lr']}, 300 warm-up steps, "
-      "cosine to 10% over the time budget, gradient clipping 1.0, bf16 autocast with fp32 master weights, `torch.compile`.")
+    w(f"- AdamW (betas 0.9/0.95, weight decay {meta['weight_decay']} on matrices), gradient clipping 1.0, bf16 autocast with fp32 "
+      "master weights, `torch.compile`. Learning rate in phases of training time, each a linear warm-up over 300 steps to its peak, "
+      "then cosine to 10% of the peak at the phase's end:")
+    for i, ph in enumerate(phases):
+        how = ("from random initialisation" if i == 0 else
+               f"from step {ph['start_step']:,}'s exported bf16 weights with a fresh AdamW state "
+               f"(`tools/train/train.py --init-from ... --extend-seconds {ph['end_seconds'] - ph['start_seconds']:.0f} --phase-lr {ph['peak_lr']:g}`)")
+        w(f"  - phase {i + 1}: {ph['start_seconds']:.0f}-{ph['end_seconds']:.0f} s, peak {ph['peak_lr']:g}, {how}.")
     if restart:
-        w(f"- The run folder on the GPU host was lost between two commands (it sat in a path the host's copy of the checkout does not keep) "
-          f"after step {restart['step']:,}'s export; the run went on from that step's exported bf16 weights with a fresh AdamW state "
-          "(and 300 steps of re-warm-up), in the same time budget. The log marks the restart.")
+        w(f"- In phase 1 the run folder on the GPU host was lost between two commands (it sat in a path the host's copy of the checkout "
+          f"does not keep) after step {restart['step']:,}'s export; the run went on from that step's exported bf16 weights with a fresh "
+          "AdamW state (and 300 steps of re-warm-up), in the same time budget. The log marks the restart.")
+    if len(phases) > 1:
+        w("- The second phase was added in a later session to spend the rest of the ~2 h of H100 time the models were given; "
+          "the log marks where it starts. Its warm-up to a new peak shows as a rise of the held-out loss at its start.")
     w("")
     w("### Loss curve")
     w("")
@@ -131,8 +141,12 @@ def main() -> None:
         if rows:
             w(f"- Held-out Moby Dick, 13,029 tokens streamed (`streamsink score`, CPU, cache 256): " + ", ".join(rows) + ".")
             if sink is not None:
-                w("  `recompute` windows start with this model's sink token, as every training sample did (docs/cache-semantics.md); "
-                  "without it they gave 84.44, as bad as evicting the token (docs/REPRODUCTION.md).")
+                nos = os.path.join(args.results, "s-recompute-nosink.json")
+                tail = ""
+                if os.path.exists(nos):
+                    tail = f"; without it (`--sink-token none`) they give {math.exp(json.load(open(nos))['nll_mean']):.2f}, like evicting the token"
+                w("  `recompute` windows start with this model's sink token, as every training sample did (docs/cache-semantics.md)"
+                  + tail + ".")
     w("")
     w("## Attention sink metric")
     w("")
@@ -152,7 +166,7 @@ def main() -> None:
     w("")
     w("## Limits")
     w("")
-    w("A 7M-parameter model trained for 23 minutes on 63M tokens, many times over: it is for testing streaming behaviour, not for "
+    w(f"A 7M-parameter model trained for {meta['train_seconds'] / 60:.0f} minutes on 63M tokens, many times over: it is for testing streaming behaviour, not for "
       "generating good text. Its perplexity on prose is high (its data is mostly code).")
     with open(os.path.join(args.model, "MODEL_CARD.md"), "w") as f:
         f.write("\n".join(L) + "\n")
