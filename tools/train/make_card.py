@@ -114,7 +114,8 @@ def main() -> None:
     w("")
     w("| step | tokens | train loss | held-out loss | held-out ppl | attn0 by layer (%) |")
     w("|---|---|---|---|---|---|")
-    picked = [r for r in evals if r["step"] in (0,) or r["step"] % 5000 == 0] + [evals[-1]]
+    bounds = {ph["start_step"] for ph in phases}  # a phase's first row is the previous phase's last
+    picked = [r for r in evals if r["step"] in bounds or r["step"] % 5000 == 0] + [evals[-1]]
     seen = set()
     for r in picked:
         if r["step"] in seen:
