@@ -145,7 +145,10 @@ def main() -> None:
                 nos = os.path.join(args.results, "s-recompute-nosink.json")
                 tail = ""
                 if os.path.exists(nos):
-                    tail = f"; without it (`--sink-token none`) they give {math.exp(json.load(open(nos))['nll_mean']):.2f}, like evicting the token"
+                    tail = f"; without it (`--sink-token none`) they give {math.exp(json.load(open(nos))['nll_mean']):.2f}"
+                    ev = os.path.join(args.results, "s-window.json")
+                    if os.path.exists(ev):
+                        tail += f" (evicting the token: {math.exp(json.load(open(ev))['nll_mean']):.2f})"
                 w("  `recompute` windows start with this model's sink token, as every training sample did (docs/cache-semantics.md)"
                   + tail + ".")
     w("")

@@ -27,6 +27,9 @@ for tag in v s; do
 done
 [ "${SKIP_RECOMPUTE:-0}" = 1 ] || score v-recompute --model $M --policy recompute --window 256
 [ "${SKIP_RECOMPUTE:-0}" = 1 ] || [ "${SKIP_SINK_RECOMPUTE:-0}" = 1 ] || score s-recompute --model $MS --policy recompute --window 256
+# The sink-token model's recompute without its sink token in the windows (the text tokens alone).
+[ "${SKIP_RECOMPUTE:-0}" = 1 ] || [ "${SKIP_SINK_RECOMPUTE:-0}" = 1 ] ||
+  score s-recompute-nosink --model $MS --policy recompute --window 256 --sink-token none
 
 # Table 3 needs nothing more: the sink-token model at 0 sinks is s-window (its
 # sink token, put at the start, has been evicted), at 1/2/4 sinks s-sinks1/2/4.
