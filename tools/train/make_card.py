@@ -133,22 +133,22 @@ def main() -> None:
     w(f"- Training-time held-out set (mixed): loss {last['heldout_loss']:.3f}, perplexity {last['heldout_ppl']:.2f}.")
     if args.results:
         tag = "s" if sink is not None else "v"
-        rows = []
-        for pol, label in [("sinks4", "sinks 4+252"), ("sinks1", "sinks 1+255"), ("recompute", "recompute 256"), ("window", "window 0+256"), ("dense", "dense")]:
-            p = os.path.join(args.results, f"{tag}-{pol}.json")
-            if os.path.exists(p):
-                r = json.load(open(p))
-                rows.append(f"{label} {math.exp(r['nll_mean']):.2f}")
+        ppl = {}  # report name -> perplexity, for the reports that exist
+        for name in ("sinks4", "sinks1", "recompute", "window", "dense", "recompute-nosink"):
+            path = os.path.join(args.results, f"{tag}-{name}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    ppl[name] = math.exp(json.load(f)["nll_mean"])
+        labels = [("sinks4", "sinks 4+252"), ("sinks1", "sinks 1+255"), ("recompute", "recompute 256"), ("window", "window 0+256"), ("dense", "dense")]
+        rows = [f"{label} {ppl[name]:.2f}" for name, label in labels if name in ppl]
         if rows:
             w(f"- Held-out Moby Dick, 13,029 tokens streamed (`streamsink score`, CPU, cache 256): " + ", ".join(rows) + ".")
             if sink is not None:
-                nos = os.path.join(args.results, "s-recompute-nosink.json")
                 tail = ""
-                if os.path.exists(nos):
-                    tail = f"; without it (`--sink-token none`) they give {math.exp(json.load(open(nos))['nll_mean']):.2f}"
-                    ev = os.path.join(args.results, "s-window.json")
-                    if os.path.exists(ev):
-                        tail += f" (evicting the token: {math.exp(json.load(open(ev))['nll_mean']):.2f})"
+                if "recompute-nosink" in ppl:
+                    tail = f"; without it (`--sink-token none`) they give {ppl['recompute-nosink']:.2f}"
+                    if "window" in ppl:
+                        tail += f" (evicting the token: {ppl['window']:.2f})"
                 w("  `recompute` windows start with this model's sink token, as every training sample did (docs/cache-semantics.md)"
                   + tail + ".")
     w("")
