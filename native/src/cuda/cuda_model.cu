@@ -232,20 +232,35 @@ class CudaModel final : public GpuBackend {
 
   void attach(KvCache& cache) override { ensure_device(cache); }
 
-  void download(KvCache& cache) override {
+  void download(KvCache& cache, const std::vector<std::pair<int64_t, int64_t>>& ranges) override {
     auto dk = device_of(cache);
     cache.set_host_storage(true);
     if (!dk || dk->slots == 0) return;
-    const int64_t n = cache.slots_allocated() * cache.slot_floats();
-    staging_.ensure(size_t(n) * sizeof(float));
+    const int64_t sf = cache.slot_floats();
+    int64_t per_layer = 0;  // floats of one layer's K (or V) that the ranges cover
+    for (const auto& [b, e] : ranges) {
+      if (b < 0 || b > e || e > cache.slots_allocated())
+        throw EngineError(ErrorCode::InvalidArgument, "cache download: slot range out of the cache");
+      per_layer += (e - b) * sf;
+    }
+    if (per_layer == 0) return;
+    staging_.ensure(size_t(per_layer) * sizeof(float));
+    float* stage = staging_.get<float>();
     for (int l = 0; l < cache.layers(); ++l)
       for (int kv = 0; kv < 2; ++kv) {
-        const T* src = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * cache.slot_floats();
-        gpu::convert_from<T><<<grid_for(n), 256, 0, stream_>>>(src, n, staging_.get<float>());
+        const T* base = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * sf;
         std::vector<float>& dst = kv == 0 ? cache.layer_keys(l) : cache.layer_values(l);
-        check(cudaMemcpyAsync(dst.data(), staging_.get(), size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-              "cache download");
-        check(cudaStreamSynchronize(stream_), "cache download");
+        int64_t off = 0;
+        for (const auto& [b, e] : ranges) {
+          const int64_t n = (e - b) * sf;
+          if (n == 0) continue;
+          gpu::convert_from<T><<<grid_for(n), 256, 0, stream_>>>(base + b * sf, n, stage + off);
+          check(cudaMemcpyAsync(dst.data() + b * sf, stage + off, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost,
+                                stream_),
+                "cache download");
+          off += n;
+        }
+        check(cudaStreamSynchronize(stream_), "cache download");  // the staging buffer is reused
       }
   }
 
