@@ -76,12 +76,14 @@ class Reader {
   size_t pos_ = 0;
 };
 
-// A GPU session's cache copied to host arrays (fp32) for as long as this
-// lives, then dropped again; a no-op for a CPU cache, which lives on the host.
+// The slots [begin, end) of a GPU session's cache copied to host arrays
+// (fp32) for as long as this lives, then dropped again; a no-op for a CPU
+// cache, which lives on the host.
 class HostCopy {
  public:
-  HostCopy(GpuBackend* gpu, KvCache& cache) : cache_(gpu ? &cache : nullptr) {
-    if (gpu) gpu->download(cache);
+  using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+  HostCopy(GpuBackend* gpu, KvCache& cache, const Ranges& ranges) : cache_(gpu ? &cache : nullptr) {
+    if (gpu) gpu->download(cache, ranges);
   }
   HostCopy(const HostCopy&) = delete;
   HostCopy& operator=(const HostCopy&) = delete;
@@ -163,8 +165,8 @@ std::vector<uint8_t> Engine::encode_session(const Session& s, bool with_cache) c
     put_part(w, kTagWind, nullptr, 0);
   } else if (s.cache) {
     KvCache& cache = *s.cache;
-    const HostCopy host(gpu_.get(), cache);
     const int64_t filled_slots = cache.shape().bounded() ? std::min(cache.tokens(), cache.shape().capacity()) : cache.tokens();
+    const HostCopy host(gpu_.get(), cache, {{0, filled_slots}});
     const int64_t sink_end = std::min(s.options.sinks, filled_slots);
     std::vector<float> sinks = gather_slots(cache, 0, sink_end);
     std::vector<float> window = gather_slots(cache, sink_end, filled_slots);
@@ -204,7 +206,17 @@ std::vector<uint8_t> Engine::export_session_since(uint64_t id, int64_t from_toke
   }
   const bool with_sinks = all || from_tokens < S;
   const std::vector<uint8_t> skeleton = encode_session(s, false);
-  const HostCopy host(gpu_.get(), cache);
+  // Only what goes out comes down from a GPU: the sinks if they do, and the
+  // written window slots as runs of consecutive ring indices.
+  HostCopy::Ranges ranges;
+  if (with_sinks && sink_end > 0) ranges.push_back({0, sink_end});
+  for (size_t i = 0; i < slots.size();) {
+    size_t j = i + 1;
+    while (j < slots.size() && slots[j] == slots[j - 1] + 1) ++j;
+    ranges.push_back({sink_end + slots[i], sink_end + slots[j - 1] + 1});
+    i = j;
+  }
+  const HostCopy host(gpu_.get(), cache, ranges);
   w.put<uint8_t>(1);
   w.put<uint64_t>(skeleton.size());
   w.bytes(skeleton.data(), skeleton.size());

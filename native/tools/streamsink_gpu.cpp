@@ -271,6 +271,40 @@ std::vector<float> feed(Engine& e, uint64_t s, const std::vector<int32_t>& ids, 
   return out;
 }
 
+// An incremental export (Engine::export_session_since, kind 1): its ring
+// slots and, per slot, the K/V floats of every layer; and its sink floats.
+struct DeltaExport {
+  std::vector<int32_t> slots;
+  std::vector<float> sinks, values;
+};
+
+DeltaExport parse_delta(const std::vector<uint8_t>& d) {
+  size_t at = 0;
+  auto take = [&](void* out, size_t n) {
+    if (at + n > d.size()) throw std::runtime_error("incremental export: truncated");
+    std::memcpy(out, d.data() + at, n);
+    at += n;
+  };
+  uint8_t kind = 0, with_sinks = 0;
+  uint64_t n64 = 0;
+  uint32_t n = 0;
+  take(&kind, 1);
+  if (kind != 1) throw std::runtime_error("incremental export: not a sink+window delta");
+  take(&n64, 8);
+  at += n64;  // the skeleton
+  take(&with_sinks, 1);
+  take(&n64, 8);
+  DeltaExport out;
+  out.sinks.resize(n64 / sizeof(float));
+  take(out.sinks.data(), n64);
+  take(&n, 4);
+  out.slots.resize(n);
+  take(out.slots.data(), size_t(n) * sizeof(int32_t));
+  out.values.resize((d.size() - at) / sizeof(float));
+  take(out.values.data(), out.values.size() * sizeof(float));
+  return out;
+}
+
 int cmd_snapshot(std::vector<std::string> args) {
   GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "fp32"));
   if (args.empty()) throw std::runtime_error("snapshot <model dir>");
@@ -300,13 +334,40 @@ int cmd_snapshot(std::vector<std::string> args) {
   // A GPU session re-imported on the GPU continues as if never moved.
   uint64_t g2 = gpu.import_session(from_gpu.data(), from_gpu.size());
   std::vector<float> c = feed(gpu, g2, tail, 16);
+  // Incremental exports, which download only the slots that go out: 40 more
+  // tokens from 150 wrap the 60-slot ring (two runs of slots). The GPU's delta
+  // must equal, bit for bit, the same slots of its whole-window delta, and
+  // match the CPU's delta within tolerance; from token 2 the sinks go out too.
+  std::vector<int32_t> more(tail.begin(), tail.begin() + 40);
+  feed(gpu, g1, more, 16);
+  feed(cpu, c1, more, 16);
+  const DeltaExport dg = parse_delta(gpu.export_session_since(g1, 150)), dc = parse_delta(cpu.export_session_since(c1, 150));
+  const DeltaExport ag = parse_delta(gpu.export_session_since(g1, 2)), ac = parse_delta(cpu.export_session_since(c1, 2));
+  const size_t per_slot = dg.slots.empty() ? 0 : dg.values.size() / dg.slots.size();
+  double partial_vs_whole = dg.slots.size() == 40 && dg.slots == dc.slots && !ag.sinks.empty() ? 0.0 : INFINITY;
+  for (size_t i = 0; i < dg.slots.size() && std::isfinite(partial_vs_whole); ++i) {
+    const size_t j = size_t(dg.slots[i]);  // ag holds every ring slot, in order
+    if ((j + 1) * per_slot > ag.values.size()) {
+      partial_vs_whole = INFINITY;
+      break;
+    }
+    for (size_t k = 0; k < per_slot; ++k)
+      partial_vs_whole = std::max(partial_vs_whole, double(std::fabs(dg.values[i * per_slot + k] - ag.values[j * per_slot + k])));
+  }
+  const bool same_sizes = dg.values.size() == dc.values.size() && ag.values.size() == ac.values.size() &&
+                          ag.sinks.size() == ac.sinks.size() && ag.slots == ac.slots;
+  const double delta_vs_cpu = same_sizes ? std::max({max_abs_diff(dg.values, dc.values, 0), max_abs_diff(ag.values, ac.values, 0),
+                                                     max_abs_diff(ag.sinks, ac.sinks, 0)})
+                                         : INFINITY;
   struct R {
     const char* what;
     double err;
     double tol;
   } rs[] = {{"gpu_to_cpu_vs_cpu", max_abs_diff(a, ref_cpu, 0), tol},
             {"cpu_to_gpu_vs_gpu", max_abs_diff(b, ref_gpu, 0), tol},
-            {"gpu_to_gpu_vs_gpu", max_abs_diff(c, ref_gpu, 0), tol}};
+            {"gpu_to_gpu_vs_gpu", max_abs_diff(c, ref_gpu, 0), tol},
+            {"gpu_delta_slots_vs_whole_window", partial_vs_whole, 0.0},
+            {"gpu_delta_vs_cpu_delta", delta_vs_cpu, tol}};
   for (const R& r : rs) {
     bool pass = r.err <= r.tol;
     ok = ok && pass;

@@ -49,6 +49,13 @@ for what in "$@"; do
       for m in llama-hd128-g4 llama-hd128-g8; do
         $BIN versus /tmp/streamsink-wide/$m --dtype fp16 --factor 10 --window 128 --first-chunk 100 --sessions 4 || status=1
       done | tee -a "$OUT/versus-hd128.jsonl"
+      # 8 sessions: the tensor-core GEMV (gpu::gemv_mma, 5..8 rows) and its
+      # SwiGLU epilogue.
+      for m in llama-hd128-g1 llama-hd128-g4; do
+        for d in bf16 fp16; do
+          $BIN versus /tmp/streamsink-wide/$m --dtype $d --factor 10 --window 128 --first-chunk 100 --sessions 8 || status=1
+        done
+      done | tee -a "$OUT/versus-hd128.jsonl"
       ;;
     sanitize)
       compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 $BIN versus $M/llama-gqa --dtype bf16 --factor 3 \
@@ -60,6 +67,8 @@ for what in "$@"; do
         --factor 3 --window 100 --first-chunk 40 >>"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
       compute-sanitizer --tool memcheck --error-exitcode 9 $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype bf16 \
         --factor 3 --window 100 --first-chunk 40 --sessions 3 >>"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
+      compute-sanitizer --tool memcheck --error-exitcode 9 $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype bf16 \
+        --factor 3 --window 100 --first-chunk 40 --sessions 6 >>"$OUT/memcheck.log" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
       tail -3 "$OUT/memcheck.log"
       ;;
     bench) $BIN bench --out "$OUT/gpu-bench.json" ${BENCH_ARGS:-} 2> >(tee "$OUT/gpu-bench.log" >&2) || status=1 ;;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace streamsink {
@@ -37,8 +38,10 @@ class GpuBackend {
   virtual void forward(std::vector<ForwardSequence>& seqs) = 0;
   // Gives `cache` device storage (full capacity for a bounded cache).
   virtual void attach(KvCache& cache) = 0;
-  // Copies a device cache into the cache's host arrays (fp32), allocating them.
-  virtual void download(KvCache& cache) = 0;
+  // Copies the slots [begin, end) of each range (every layer, K and V) of a
+  // device cache into the cache's host arrays (fp32), allocating them full
+  // size; slots outside the ranges stay zero there. Costs what it copies.
+  virtual void download(KvCache& cache, const std::vector<std::pair<int64_t, int64_t>>& ranges) = 0;
   // Copies the host arrays into device storage (attaching it), then frees them.
   virtual void upload(KvCache& cache) = 0;
   virtual std::string device_name() const = 0;

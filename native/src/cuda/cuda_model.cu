@@ -232,20 +232,35 @@ class CudaModel final : public GpuBackend {
 
   void attach(KvCache& cache) override { ensure_device(cache); }
 
-  void download(KvCache& cache) override {
+  void download(KvCache& cache, const std::vector<std::pair<int64_t, int64_t>>& ranges) override {
     auto dk = device_of(cache);
     cache.set_host_storage(true);
     if (!dk || dk->slots == 0) return;
-    const int64_t n = cache.slots_allocated() * cache.slot_floats();
-    staging_.ensure(size_t(n) * sizeof(float));
+    const int64_t sf = cache.slot_floats();
+    int64_t per_layer = 0;  // floats of one layer's K (or V) that the ranges cover
+    for (const auto& [b, e] : ranges) {
+      if (b < 0 || b > e || e > cache.slots_allocated())
+        throw EngineError(ErrorCode::InvalidArgument, "cache download: slot range out of the cache");
+      per_layer += (e - b) * sf;
+    }
+    if (per_layer == 0) return;
+    staging_.ensure(size_t(per_layer) * sizeof(float));
+    float* stage = staging_.get<float>();
     for (int l = 0; l < cache.layers(); ++l)
       for (int kv = 0; kv < 2; ++kv) {
-        const T* src = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * cache.slot_floats();
-        gpu::convert_from<T><<<grid_for(n), 256, 0, stream_>>>(src, n, staging_.get<float>());
+        const T* base = (kv == 0 ? dk->k : dk->v).template get<T>() + int64_t(l) * dk->slots * sf;
         std::vector<float>& dst = kv == 0 ? cache.layer_keys(l) : cache.layer_values(l);
-        check(cudaMemcpyAsync(dst.data(), staging_.get(), size_t(n) * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-              "cache download");
-        check(cudaStreamSynchronize(stream_), "cache download");
+        int64_t off = 0;
+        for (const auto& [b, e] : ranges) {
+          const int64_t n = (e - b) * sf;
+          if (n == 0) continue;
+          gpu::convert_from<T><<<grid_for(n), 256, 0, stream_>>>(base + b * sf, n, stage + off);
+          check(cudaMemcpyAsync(dst.data() + b * sf, stage + off, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost,
+                                stream_),
+                "cache download");
+          off += n;
+        }
+        check(cudaStreamSynchronize(stream_), "cache download");  // the staging buffer is reused
       }
   }
 
@@ -331,14 +346,52 @@ class CudaModel final : public GpuBackend {
     DependentLaunch dl(dim3(unsigned((out + 8 / ks - 1) / (8 / ks))), dim3(256), stream_, pdl_);
     const cudaLaunchConfig_t* cfg = &dl.cfg;
     const T* wp = w.get<T>();
+    T* none = nullptr;
     cudaError_t e;
     switch (ks) {
-      case 1: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y); break;
-      case 2: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y); break;
-      case 4: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y); break;
-      default: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y); break;
+      case 1: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
+      case 2: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
+      case 4: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
+      default: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
     }
     check(e, "GEMV launch");
+  }
+
+  // The [gate | up] GEMV with SwiGLU in its epilogue: act (rows, inter) in T.
+  template <int R>
+  void gemv_glu(const DeviceBuffer& w, const T* x, int64_t in, int64_t inter, const float* bias, T* act) {
+    const int ks = gemv_split(2 * inter), units = 8 / ks / 2;
+    DependentLaunch dl(dim3(unsigned((inter + units - 1) / units)), dim3(256), stream_, pdl_);
+    const T* wp = w.get<T>();
+    float* none = nullptr;
+    cudaError_t e = ks == 1 ? cudaLaunchKernelEx(&dl.cfg, gpu::gemv_rows<T, R, 1, true>, wp, x, int(in), int(2 * inter), none, bias, act, l2_prefetch_)
+                            : cudaLaunchKernelEx(&dl.cfg, gpu::gemv_rows<T, R, 4, true>, wp, x, int(in), int(2 * inter), none, bias, act, l2_prefetch_);
+    check(e, "GEMV launch");
+  }
+
+  // 5..32 rows of bf16/fp16 on tensor cores (gpu::gemv_mma), NT tiles of 8.
+  template <int NT, bool GLU>
+  void gemv_tc(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias, T* act) {
+    if constexpr (sizeof(T) == 2) {
+      const int64_t per_block = GLU ? 8 : 16, units = GLU ? out / 2 : out;
+      DependentLaunch dl(dim3(unsigned((units + per_block - 1) / per_block)), dim3(256), stream_, pdl_);
+      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemv_mma<T, NT, GLU>, w.get<T>(), x, int(in), int(out), int(rows), y, bias, act,
+                               l2_prefetch_),
+            "GEMV launch");
+    }
+  }
+  bool tensor_core_gemv(int64_t rows, int64_t in) const {
+    return sizeof(T) == 2 && rows > 4 && rows <= std::min(gemv_mma_rows_, 32) && in % 8 == 0;
+  }
+  template <bool GLU>
+  void gemv_tc_rows(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
+                    T* act) {
+    switch ((rows + 7) / 8) {
+      case 1: return gemv_tc<1, GLU>(w, x, rows, in, out, y, bias, act);
+      case 2: return gemv_tc<2, GLU>(w, x, rows, in, out, y, bias, act);
+      case 3: return gemv_tc<3, GLU>(w, x, rows, in, out, y, bias, act);
+      default: return gemv_tc<4, GLU>(w, x, rows, in, out, y, bias, act);
+    }
   }
 
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
@@ -352,6 +405,7 @@ class CudaModel final : public GpuBackend {
         default: return gemv<4>(w, x, in, out, y);
       }
     }
+    if (tensor_core_gemv(rows, in)) return gemv_tc_rows<false>(w, x, rows, in, out, y, nullptr, nullptr);
     const float one = 1.0f, zero = 0.0f;
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w.get(),
                        CudaType<T>::value, int(in), x, CudaType<T>::value, int(in), &zero, y, CUDA_R_32F, int(out),
@@ -359,9 +413,37 @@ class CudaModel final : public GpuBackend {
           "cublasGemmEx");
   }
 
+  // SwiGLU MLP input: act (rows, inter) = silu(gate) * up of x [W_gate | W_up]^T,
+  // fused into the GEMV's epilogue for decode-sized batches.
+  void gate_up_swiglu(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t inter, const float* bias,
+                      float* gu, T* act) {
+    if (glu_fused_ && rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
+      switch (rows) {
+        case 1: return gemv_glu<1>(w, x, in, inter, bias, act);
+        case 2: return gemv_glu<2>(w, x, in, inter, bias, act);
+        case 3: return gemv_glu<3>(w, x, in, inter, bias, act);
+        default: return gemv_glu<4>(w, x, in, inter, bias, act);
+      }
+    }
+    if (glu_fused_ && tensor_core_gemv(rows, in)) return gemv_tc_rows<true>(w, x, rows, in, 2 * inter, nullptr, bias, act);
+    gemm(w, x, rows, in, 2 * inter, gu);
+    launch_small(gpu::swiglu_rows<T>, dim3(grid_for(rows * inter)), dim3(256), "swiglu launch", static_cast<const float*>(gu),
+                 bias, rows, int(inter), act);
+  }
+
+  // Small kernels (norms, activation, split combine) are launched as
+  // programmatic dependents too: they load their weights and wait, so their
+  // launch and set-up overlap the tail of the kernel before them; they let the
+  // next kernel launch once they pass that wait (gpu::pdl_wait_then_trigger).
+  template <typename... Params, typename... Args>
+  void launch_small(void (*kernel)(Params...), dim3 grid, dim3 block, const char* what, Args... args) {
+    DependentLaunch dl(grid, block, stream_, pdl_ && pdl_small_);
+    check(cudaLaunchKernelEx(&dl.cfg, kernel, args..., pdl_late_), what);
+  }
+
   void norm(const float* x, const int64_t* row_index, int64_t rows, const DeviceBuffer& w, const DeviceBuffer& b, T* y) {
-    gpu::norm_rows<T><<<int(rows), norm_threads_, 0, stream_>>>(x, row_index, c_.hidden, w.get<float>(), opt(b), c_.norm_eps,
-                                                      c_.norm == NormKind::RMSNorm, y);
+    launch_small(gpu::norm_rows<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, row_index, c_.hidden,
+                 static_cast<const float*>(w.get<float>()), opt(b), c_.norm_eps, c_.norm == NormKind::RMSNorm, y);
   }
 
   void ensure_rope(int64_t positions) {
@@ -501,6 +583,31 @@ class CudaModel final : public GpuBackend {
   }
   const int norm_threads_ = gpu::norm_threads(c_.hidden);
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
+  const bool pdl_small_ = env_int("STREAMSINK_PDL_SMALL", 1) != 0;  // 0: norms etc. launched plainly
+  const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
+  // 1: GEMVs also ask L2 for the rest of their weights before waiting
+  // (measured slower at batch 1, 5.80 vs 5.68 ms for Llama-2-7B).
+  const bool l2_prefetch_ = env_int("STREAMSINK_GEMV_PREFETCH", 0) != 0;
+  const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
+  const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
+  // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
+  // those kernels out of every layer: for timing what each costs inside a
+  // graph replay only (the results are wrong).
+  enum class Part { Qkv = 1, Attention = 2, Combine = 4, OProj = 8, Norm = 16, GateUp = 32, Down = 64 };
+  static int parse_ablate() {
+    const char* v = std::getenv("STREAMSINK_ABLATE");
+    const std::string list = v ? "," + std::string(v) + "," : "";
+    int mask = 0;
+    const std::pair<const char*, Part> names[] = {{"qkv", Part::Qkv},       {"attention", Part::Attention},
+                                                  {"combine", Part::Combine}, {"oproj", Part::OProj},
+                                                  {"norm", Part::Norm},     {"gateup", Part::GateUp},
+                                                  {"down", Part::Down}};
+    for (const auto& [name, part] : names)
+      if (list.find("," + std::string(name) + ",") != std::string::npos) mask |= int(part);
+    return mask;
+  }
+  const int ablate_ = parse_ablate();
+  bool on(Part p) const { return (ablate_ & int(p)) == 0; }
   const int decode_batch_ = env_int("STREAMSINK_ATTN_BATCH", 8);
   const int decode_g4_ = env_int("STREAMSINK_ATTN_G4", 0);
   // Tensor-core attention for 4 and 8 query heads per KV head (bf16/fp16);
@@ -697,17 +804,21 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   for (int l = 0; l < c.layers; ++l) {
     GpuLayer& w = layers_[size_t(l)];
     // h holds norm1(x) here (the previous layer's tail computed it).
-    gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
+    if (on(Part::Qkv)) gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
     if (w.bqkv.bytes() || c.clip_qkv > 0)
-      gpu::bias_clip<<<grid_for(rows * qkv_dim), 256, 0, stream_>>>(qkv, rows * qkv_dim, int(qkv_dim), opt(w.bqkv), c.clip_qkv);
+      launch_small(gpu::bias_clip, dim3(grid_for(rows * qkv_dim)), dim3(256), "bias launch", qkv, rows * qkv_dim, int(qkv_dim),
+                   opt(w.bqkv), c.clip_qkv);
     ap.layer = l;
     for (const CausalChunk& cc : causal_) causal_attention(qkv, cc.row0, cc.count);
-    if (fast_attn) launch_decode128(attn_grid, ap, G);
+    if (!on(Part::Attention)) {
+    } else if (fast_attn) launch_decode128(attn_grid, ap, G);
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
-    gpu::attn_combine<T><<<dim3(unsigned(c.heads), unsigned(rows)), 128, 0, stream_>>>(
-        d_seqs, d_rows, qkv, l, c.kv_heads, int(qkv_dim), ap.partial, c.heads, c.head_dim, int(splits), int(chunk),
-        attn_.get<T>());
-    gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
+    if (on(Part::Combine))
+      launch_small(gpu::attn_combine<T>, dim3(unsigned(c.heads), unsigned(rows)), dim3(128), "combine launch",
+                 static_cast<const gpu::SeqDesc*>(d_seqs), static_cast<const gpu::RowDesc*>(d_rows),
+                 static_cast<const float*>(qkv), l, c.kv_heads, int(qkv_dim), static_cast<const float*>(ap.partial), c.heads,
+                 c.head_dim, int(splits), int(chunk), attn_.get<T>());
+    if (on(Part::OProj)) gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
 
     const T* mlp_in = h;
     if (c.parallel_residual) {
@@ -715,27 +826,34 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         norm(x, nullptr, rows, w.norm2_w, w.norm2_b, h2_.get<T>());
         mlp_in = h2_.get<T>();
       }
-    } else {
-      gpu::residual_norm<T><<<int(rows), norm_threads_, 0, stream_>>>(x, int(H), a_.get<float>(), opt(w.bo), nullptr, nullptr,
-                                                           w.norm2_w.get<float>(), opt(w.norm2_b), c.norm_eps, rms, h);
+    } else if (on(Part::Norm)) {
+      launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H),
+                   static_cast<const float*>(a_.get<float>()), opt(w.bo), static_cast<const float*>(nullptr),
+                   static_cast<const float*>(nullptr), static_cast<const float*>(w.norm2_w.get<float>()), opt(w.norm2_b),
+                   c.norm_eps, rms, h);
     }
-    gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
-    if (c.activation == Activation::SwiGLU)
-      gpu::swiglu_rows<T><<<grid_for(rows * I), 256, 0, stream_>>>(up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
-    else
-      gpu::gelu_rows<T><<<grid_for(rows * I), 256, 0, stream_>>>(up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
-    gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
+    if (!on(Part::GateUp)) {
+    } else if (c.activation == Activation::SwiGLU) {
+      gate_up_swiglu(w.w_up, mlp_in, rows, H, I, opt(w.b_up), up_.get<float>(), act_.get<T>());
+    } else {
+      gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
+      launch_small(gpu::gelu_rows<T>, dim3(grid_for(rows * I)), dim3(256), "gelu launch",
+                   static_cast<const float*>(up_.get<float>()), opt(w.b_up), rows, int(I), act_.get<T>());
+    }
+    if (on(Part::Down)) gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
     // Residual, fused with the next layer's input norm.
     const float* ra = c.parallel_residual ? a_.get<float>() : m_.get<float>();
     const float* rba = c.parallel_residual ? opt(w.bo) : opt(w.b_down);
     const float* rm = c.parallel_residual ? m_.get<float>() : nullptr;
     const float* rbm = c.parallel_residual ? opt(w.b_down) : nullptr;
-    if (l + 1 < c.layers) {
+    if (l + 1 < c.layers && !on(Part::Norm)) {
+    } else if (l + 1 < c.layers) {
       const GpuLayer& nx = layers_[size_t(l + 1)];
-      gpu::residual_norm<T><<<int(rows), norm_threads_, 0, stream_>>>(x, int(H), ra, rba, rm, rbm, nx.norm1_w.get<float>(),
-                                                           opt(nx.norm1_b), c.norm_eps, rms, h);
+      launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H), ra, rba, rm,
+                   rbm, static_cast<const float*>(nx.norm1_w.get<float>()), opt(nx.norm1_b), c.norm_eps, rms, h);
     } else {
-      gpu::residual_add<<<grid_for(rows * H), 256, 0, stream_>>>(x, rows * H, int(H), ra, rba, rm, rbm);
+      launch_small(gpu::residual_add, dim3(grid_for(rows * H)), dim3(256), "residual launch", x, rows * H, int(H), ra, rba, rm,
+                   rbm);
     }
   }
 

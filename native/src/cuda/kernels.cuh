@@ -79,6 +79,27 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
+// The small kernels between two GEMVs (norms, split combine, activation)
+// let their dependent launch either at their start (early) or once their own
+// predecessor has finished (late): late, the next GEMV's first weight loads
+// overlap this kernel's latency rather than the busy kernel before it.
+__device__ __forceinline__ void pdl_trigger_early(bool late) {
+  if (!late) pdl_trigger();
+}
+__device__ __forceinline__ void pdl_wait_then_trigger(bool late) {
+  pdl_wait();
+  if (late) pdl_trigger();
+}
+
+// Asks L2 to fetch [begin, end) (128-byte lines, spread over a warp's lanes):
+// a GEMV waiting for its input prefetches the rest of its weights this way,
+// so DRAM streams them while the kernels before it finish.
+__device__ __forceinline__ void prefetch_l2(const void* begin, const void* end, int lane) {
+  const char* e = static_cast<const char*>(end);
+  for (const char* a = static_cast<const char*>(begin) + lane * 128; a < e; a += 32 * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+}
+
 // Token index of entry i of token t's context, and the slot a token lives in.
 __device__ __forceinline__ int64_t entry_token(const SeqDesc& s, int64_t t, int64_t i) {
   if (!s.bounded || t < s.sinks + s.window || i < s.sinks) return i;
@@ -267,8 +288,9 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 constexpr int kMaxSplits = 1024;
 template <typename T>
 __global__ void attn_combine(const SeqDesc* seqs, const RowDesc* rows, const float* qkv, int layer, int kv_heads,
-                             int qkv_dim, const float* partial, int heads, int head_dim, int splits, int chunk, T* out) {
-  pdl_trigger();
+                             int qkv_dim, const float* partial, int heads, int head_dim, int splits, int chunk, T* out, bool late) {
+  pdl_trigger_early(late);
+  pdl_wait_then_trigger(late);
   const int h = blockIdx.x, r = blockIdx.y;
   // The first kv_heads blocks of a row also store its K/V (kv_store's job).
   if (h < kv_heads) store_kv_head<T>(seqs, rows[r], qkv + int64_t(r) * qkv_dim, layer, heads, kv_heads, head_dim, h);
@@ -384,12 +406,13 @@ __device__ __forceinline__ void normalize_regs(const float (&v)[kNormPerThread],
 // y[r] = norm(x[r]) (RMSNorm when rms, else LayerNorm), one block per row.
 template <typename T>
 __global__ void __launch_bounds__(1024) norm_rows(const float* x, const int64_t* row_index, int dim, const float* w,
-                                                  const float* b, float eps, bool rms, T* y) {
-  pdl_trigger();
+                                                  const float* b, float eps, bool rms, T* y, bool late) {
+  pdl_trigger_early(late);
   __shared__ float red[32];
   float wr[kNormPerThread], br[kNormPerThread];
   load_row_regs(w, dim, wr);
   load_row_regs(b, dim, br);
+  pdl_wait_then_trigger(late);  // the norm weights above load before it
   const int64_t src = row_index ? row_index[blockIdx.x] : blockIdx.x;
   const float* xr = x + src * dim;
   float v[kNormPerThread];
@@ -406,12 +429,13 @@ __global__ void __launch_bounds__(1024) norm_rows(const float* x, const int64_t*
 template <typename T>
 __global__ void __launch_bounds__(1024) residual_norm(float* x, int dim, const float* a, const float* ba, const float* m,
                                                       const float* bm, const float* w, const float* b, float eps, bool rms,
-                                                      T* y) {
-  pdl_trigger();
+                                                      T* y, bool late) {
+  pdl_trigger_early(late);
   __shared__ float red[32];
   float wr[kNormPerThread], br[kNormPerThread];
   load_row_regs(w, dim, wr);
   load_row_regs(b, dim, br);
+  pdl_wait_then_trigger(late);  // the norm weights above load before it
   float* xr = x + int64_t(blockIdx.x) * dim;
   const float* ar = a + int64_t(blockIdx.x) * dim;
   const float* mr = m ? m + int64_t(blockIdx.x) * dim : nullptr;
@@ -444,7 +468,9 @@ __global__ void embed_rows(const int32_t* tokens, const T* table, int dim, float
 }
 
 // y[r][i] += b[i], then clamp to [-clip, clip] when clip > 0.
-__global__ void bias_clip(float* y, int64_t total, int dim, const float* b, float clip) {
+__global__ void bias_clip(float* y, int64_t total, int dim, const float* b, float clip, bool late) {
+  pdl_trigger_early(late);
+  pdl_wait_then_trigger(late);
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     float v = y[e];
     if (b) v += b[e % dim];
@@ -455,7 +481,9 @@ __global__ void bias_clip(float* y, int64_t total, int dim, const float* b, floa
 
 // x += a (+ba) (+ m (+bm)); any of m, ba, bm may be null.
 __global__ void residual_add(float* x, int64_t total, int dim, const float* a, const float* ba, const float* m,
-                             const float* bm) {
+                             const float* bm, bool late) {
+  pdl_trigger_early(late);
+  pdl_wait_then_trigger(late);
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int i = int(e % dim);
     float v = x[e] + a[e];
@@ -470,8 +498,9 @@ __global__ void residual_add(float* x, int64_t total, int dim, const float* a, c
 
 // SwiGLU over rows of [gate | up] (fp32, + bias) into T; GELU (erf) in place of up.
 template <typename T>
-__global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int inter, T* out) {
-  pdl_trigger();
+__global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int inter, T* out, bool late) {
+  pdl_trigger_early(late);
+  pdl_wait_then_trigger(late);
   const int64_t total = rows * inter;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / inter;
@@ -486,8 +515,9 @@ __global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int i
 }
 
 template <typename T>
-__global__ void gelu_rows(const float* x, const float* b, int64_t rows, int inter, T* out) {
-  pdl_trigger();
+__global__ void gelu_rows(const float* x, const float* b, int64_t rows, int inter, T* out, bool late) {
+  pdl_trigger_early(late);
+  pdl_wait_then_trigger(late);
   const int64_t total = rows * inter;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     float v = x[e];
@@ -536,16 +566,25 @@ template <> struct Vec16<__half> {
 // Y (R, out) = X (R, in) W^T for a few rows R: a weight-streaming GEMV, one
 // warp per output, 16-byte loads of W that bypass L1 (each weight is read
 // once per step), X re-read from L1/L2. in % (16 / sizeof(T)) == 0.
-template <typename T, int R, int KS>
+//
+// GLU: W is [gate (out/2 rows) | up (out/2 rows)]; half of the block's warps
+// take gate rows and half the up rows of the same units, and the block writes
+// act (R, out/2) = silu(gate + b) * (up + b') in T instead of Y (b = [b | b'],
+// or null): no activation kernel and no fp32 round trip of [gate | up].
+template <typename T, int R, int KS, bool GLU = false>
 __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const T* __restrict__ X, int in, int out,
-                                                 float* __restrict__ Y) {
+                                                 float* __restrict__ Y, const float* __restrict__ glu_bias,
+                                                 T* __restrict__ act, bool l2_prefetch) {
   // KS warps share one output (each a contiguous part of the row), so a
   // matrix with few rows still puts enough loads in flight on every SM.
-  constexpr int N = Vec16<T>::N, WARPS = 8, OUTS = WARPS / KS;
+  constexpr int N = Vec16<T>::N, WARPS = 8, OUTS = WARPS / KS, UNITS = GLU ? OUTS / 2 : OUTS;
+  static_assert(!GLU || OUTS >= 2, "gemv_rows: GLU needs two outputs per block");
   pdl_trigger();  // the attention kernel after the qkv GEMV prefetches its cache
   const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int o = blockIdx.x * OUTS + wb / KS, part = wb % KS;
-  const bool live = o < out;
+  const int slot = wb / KS, part = wb % KS, inter = out / 2;
+  const int unit = blockIdx.x * UNITS + slot % UNITS;
+  const int o = GLU ? unit + (slot >= UNITS ? inter : 0) : unit;
+  const bool live = GLU ? unit < inter : o < out;
   const int nv = in / N;
   const int v_begin = int(int64_t(nv) * part / KS), v_end = int(int64_t(nv) * (part + 1) / KS);
   const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(live ? o : 0) * in);
@@ -562,7 +601,10 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
     for (int u = 0; u < 8; ++u)
       if (at + 32 * u < v_end) wv[u] = __ldcs(w + at + 32 * u);
   };
-  if (live) load_batch(v);
+  if (live) {
+    load_batch(v);
+    if (l2_prefetch) prefetch_l2(w + v_begin + 256, w + v_end, lane);
+  }
   pdl_wait();
   if (live) {
     for (bool loaded = true; v < v_end; v += 256, loaded = false) {
@@ -586,11 +628,23 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
     for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
     if (lane == 0) part_sum[wb][r] = a;
   }
-  if (KS > 1) __syncthreads();
-  if (live && part == 0 && lane < R) {
-    float a = 0.f;
-    for (int k = 0; k < KS; ++k) a += part_sum[wb + k][lane];
-    Y[int64_t(lane) * out + o] = a;
+  if constexpr (GLU) {
+    __syncthreads();
+    if (live && slot < UNITS && part == 0 && lane < R) {
+      float g = glu_bias ? glu_bias[unit] : 0.f, u = glu_bias ? glu_bias[inter + unit] : 0.f;
+      for (int k = 0; k < KS; ++k) {
+        g += part_sum[wb + k][lane];
+        u += part_sum[wb + UNITS * KS + k][lane];
+      }
+      act[int64_t(lane) * inter + unit] = from_f<T>(g / (1.f + expf(-g)) * u);
+    }
+  } else {
+    if (KS > 1) __syncthreads();
+    if (live && part == 0 && lane < R) {
+      float a = 0.f;
+      for (int k = 0; k < KS; ++k) a += part_sum[wb + k][lane];
+      Y[int64_t(lane) * out + o] = a;
+    }
   }
 }
 
@@ -985,6 +1039,126 @@ template <> struct MmaType<__half> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 };
+
+// Y (R, out) = X (R, in) W^T for 5..32 rows on tensor cores: a weight-
+// streaming GEMV whose FMAs would otherwise be R times the weight loads.
+// A block owns 16 output rows; its 8 warps split the input dimension into
+// 64-column blocks, each warp issuing m16n8k16 MMAs with W as the A operand
+// and X as B (NT n-tiles of 8 rows of X), and the warps' partial tiles are
+// summed through shared memory. The k order inside a 64-column block is
+// permuted so that every load is a 16-byte vector: lane (grp, qd) loads
+// columns 8qd..8qd+7 and 32+8qd..32+8qd+7 of W rows grp and grp+8 and of X
+// row grp, and feeds the same words to the A and B operands of each of the
+// four MMAs (a dot product does not depend on the order of its terms).
+// in % 8 == 0; columns past in and rows past out or R load as zeros.
+//
+// GLU: W is [gate (out/2 rows) | up (out/2 rows)] and the block's 16 rows are
+// 8 gate rows and the 8 up rows of the same units; instead of Y it writes
+// act (R, out/2) = silu(gate + b) * (up + b') in T (b = [b | b'], or null).
+template <typename T, int NT, bool GLU = false>
+__global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T* __restrict__ X, int in, int out, int R,
+                                                float* __restrict__ Y, const float* __restrict__ glu_bias,
+                                                T* __restrict__ act, bool l2_prefetch) {
+  using M = MmaType<T>;
+  constexpr int WARPS = 8, U = 2;  // U column blocks per load batch
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane >> 2, qd = lane & 3;
+  const int inter = out / 2;
+  const int row0 = blockIdx.x * (GLU ? 8 : 16);
+  const int kb_total = (in + 63) / 64;
+  const int kb_begin = kb_total * warp / WARPS, kb_end = kb_total * (warp + 1) / WARPS;
+  // The A operand's rows grp and grp + 8, and whether they exist.
+  const int ra = row0 + grp, rb = GLU ? inter + row0 + grp : row0 + grp + 8;
+  const bool la = GLU ? row0 + grp < inter : ra < out, lb = GLU ? la : rb < out;
+  const T* wa = W + int64_t(la ? ra : 0) * in;
+  const T* wb = W + int64_t(lb ? rb : 0) * in;
+  uint4 wv[U][4];
+  auto load_w = [&](int kb) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c0 = (kb + u) * 64 + 8 * qd, c1 = c0 + 32;
+      const bool in_range = kb + u < kb_end;
+      const uint4 z = make_uint4(0, 0, 0, 0);
+      wv[u][0] = in_range && la && c0 < in ? __ldcs(reinterpret_cast<const uint4*>(wa + c0)) : z;
+      wv[u][1] = in_range && la && c1 < in ? __ldcs(reinterpret_cast<const uint4*>(wa + c1)) : z;
+      wv[u][2] = in_range && lb && c0 < in ? __ldcs(reinterpret_cast<const uint4*>(wb + c0)) : z;
+      wv[u][3] = in_range && lb && c1 < in ? __ldcs(reinterpret_cast<const uint4*>(wb + c1)) : z;
+    }
+  };
+  float acc[NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+  int kb = kb_begin;
+  if (kb < kb_end) {  // before the wait: overlaps the kernel that writes X
+    load_w(kb);
+    if (l2_prefetch && kb + U < kb_end) {
+      const int c0 = (kb + U) * 64, c1 = min(in, kb_end * 64);
+      if (la) prefetch_l2(wa + c0, wa + c1, lane);
+      if (lb) prefetch_l2(wb + c0, wb + c1, lane);
+    }
+  }
+  pdl_wait();
+  for (bool loaded = true; kb < kb_end; kb += U, loaded = false) {
+    if (!loaded) load_w(kb);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (kb + u >= kb_end) break;
+      const int c0 = (kb + u) * 64 + 8 * qd, c1 = c0 + 32;
+      // Row grp's and row grp + 8's words of columns c0.. and c1..
+      const uint32_t* ga0 = reinterpret_cast<const uint32_t*>(&wv[u][0]);
+      const uint32_t* ga1 = reinterpret_cast<const uint32_t*>(&wv[u][1]);
+      const uint32_t* gb0 = reinterpret_cast<const uint32_t*>(&wv[u][2]);
+      const uint32_t* gb1 = reinterpret_cast<const uint32_t*>(&wv[u][3]);
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int xr = t * 8 + grp;
+        const uint4 z = make_uint4(0, 0, 0, 0);
+        const T* xp = X + int64_t(xr < R ? xr : 0) * in;
+        const uint4 x0 = xr < R && c0 < in ? __ldg(reinterpret_cast<const uint4*>(xp + c0)) : z;
+        const uint4 x1 = xr < R && c1 < in ? __ldg(reinterpret_cast<const uint4*>(xp + c1)) : z;
+        const uint32_t* xw0 = reinterpret_cast<const uint32_t*>(&x0);
+        const uint32_t* xw1 = reinterpret_cast<const uint32_t*>(&x1);
+        // Words 0..3 of each 16-byte vector are two MMAs' (lo, hi) pairs.
+        M::mma(acc[t], {ga0[0], gb0[0], ga0[1], gb0[1]}, xw0[0], xw0[1]);
+        M::mma(acc[t], {ga0[2], gb0[2], ga0[3], gb0[3]}, xw0[2], xw0[3]);
+        M::mma(acc[t], {ga1[0], gb1[0], ga1[1], gb1[1]}, xw1[0], xw1[1]);
+        M::mma(acc[t], {ga1[2], gb1[2], ga1[3], gb1[3]}, xw1[2], xw1[3]);
+      }
+    }
+  }
+  // acc[t]: rows grp and grp+8, X rows t*8 + 2qd and +1. Sum over warps.
+  __shared__ float part[WARPS][16][8 * NT + 1];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    part[warp][grp][t * 8 + 2 * qd] = acc[t][0];
+    part[warp][grp][t * 8 + 2 * qd + 1] = acc[t][1];
+    part[warp][grp + 8][t * 8 + 2 * qd] = acc[t][2];
+    part[warp][grp + 8][t * 8 + 2 * qd + 1] = acc[t][3];
+  }
+  __syncthreads();
+  if constexpr (GLU) {
+    for (int e = threadIdx.x; e < 8 * 8 * NT; e += blockDim.x) {
+      const int row = e & 7, n = e >> 3, i = row0 + row;
+      if (n >= R || i >= inter) continue;
+      float g = glu_bias ? glu_bias[i] : 0.f, u = glu_bias ? glu_bias[inter + i] : 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) {
+        g += part[w][row][n];
+        u += part[w][row + 8][n];
+      }
+      act[int64_t(n) * inter + i] = from_f<T>(g / (1.f + expf(-g)) * u);
+    }
+  } else {
+    for (int e = threadIdx.x; e < 16 * 8 * NT; e += blockDim.x) {
+      const int row = e & 15, n = e >> 4;
+      if (n >= R || row0 + row >= out) continue;
+      float a = 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) a += part[w][row][n];
+      Y[int64_t(n) * out + row0 + row] = a;
+    }
+  }
+}
 
 // First of the 4 dims chunk c gives lane quad position qd (see above).
 __device__ __forceinline__ int mma_dim_base(int c, int qd) { return c < 4 ? 16 * qd + 4 * c : 64 + 16 * qd + 4 * (c - 4); }
