@@ -167,12 +167,20 @@ class CudaModel final : public GpuBackend {
     const int64_t H = c_.hidden, I = c_.intermediate, V = c_.vocab_size;
     const int64_t up_dim = c_.activation == Activation::SwiGLU ? 2 * I : I;
     const int64_t attn_dim = int64_t(c_.heads) * c_.head_dim;
+    // W diag(w): column i of a matrix that reads norm(x) scaled by w[i].
+    auto folded = [&](const std::vector<float>& W, const std::vector<float>& nw) {
+      std::vector<float> f(W);
+      if (int64_t(nw.size()) != H) throw EngineError(ErrorCode::TensorShape, "CUDA upload: norm weight has an unexpected size");
+      for (size_t e = 0; e < f.size(); ++e) f[e] *= nw[e % size_t(H)];
+      return f;
+    };
+    if (fold_norms_) ones_ = to_device_f(std::vector<float>(size_t(H), 1.0f));
     for (int l = 0; l < c_.layers; ++l) {
       const LayerWeights& w = m.layer(l);
       GpuLayer& g = layers_[size_t(l)];
-      g.wqkv = to_device_t(w.wqkv, int64_t(c_.qkv_dim()) * H);
+      g.wqkv = to_device_t(fold_norms_ ? folded(w.wqkv, w.norm1_w) : w.wqkv, int64_t(c_.qkv_dim()) * H);
       g.wo = to_device_t(w.wo, H * attn_dim);
-      g.w_up = to_device_t(w.w_up, up_dim * H);
+      g.w_up = to_device_t(fold_norms_ ? folded(w.w_up, w.norm2_w) : w.w_up, up_dim * H);
       g.w_down = to_device_t(w.w_down, H * I);
       g.bqkv = to_device_f(w.bqkv);
       g.bo = to_device_f(w.bo);
@@ -205,6 +213,7 @@ class CudaModel final : public GpuBackend {
       std::vector<float> h(size_t(n), 1.0f);
       return to_device_f(h);
     };
+    if (fold_norms_) ones_ = ones(H);  // the random norms are ones: folding them changes nothing
     for (int l = 0; l < c_.layers; ++l) {
       GpuLayer& g = layers_[size_t(l)];
       g.wqkv = rand_t(int64_t(c_.qkv_dim()) * H, 1.0f / std::sqrt(float(H)));
@@ -338,36 +347,45 @@ class CudaModel final : public GpuBackend {
   // every Llama-2-7B matrix, the per-lane load batch getting shorter).
   int gemv_split(int64_t out) const { return out * 32 < int64_t(sm_count_) * 2048 ? 4 : 1; }
 
-  // The GEMV is launched as a programmatic dependent of the kernel before it
-  // (which triggers early), so its first weight loads overlap that kernel.
-  template <int R>
-  void gemv(const DeviceBuffer& w, const T* x, int64_t in, int64_t out, float* y) {
-    const int ks = gemv_split(out);
-    DependentLaunch dl(dim3(unsigned((out + 8 / ks - 1) / (8 / ks))), dim3(256), stream_, pdl_);
-    const cudaLaunchConfig_t* cfg = &dl.cfg;
-    const T* wp = w.get<T>();
-    T* none = nullptr;
-    cudaError_t e;
-    switch (ks) {
-      case 1: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 1>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
-      case 2: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 2>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
-      case 4: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 4>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
-      default: e = cudaLaunchKernelEx(cfg, gpu::gemv_rows<T, R, 8>, wp, x, int(in), int(out), y, nullptr, none, l2_prefetch_); break;
+  // gemv_rows for 1..4 rows, launched as a programmatic dependent of the
+  // kernel before it (which triggers early), so its first weight loads
+  // overlap that kernel. GLU: the [gate | up] GEMV with SwiGLU in its
+  // epilogue (act, rows x out/2 in T). RMS: the input RMSNorm fused (X is the
+  // fp32 residual stream, the norm weight folded into W).
+  template <bool GLU, bool RMS>
+  static auto gemv_fn(int64_t rows, int ks) -> void (*)(gpu::GemvArgs<T>) {
+    if (ks == 1) {
+      switch (rows) {
+        case 1: return gpu::gemv_rows<T, 1, 1, GLU, RMS>;
+        case 2: return gpu::gemv_rows<T, 2, 1, GLU, RMS>;
+        case 3: return gpu::gemv_rows<T, 3, 1, GLU, RMS>;
+        default: return gpu::gemv_rows<T, 4, 1, GLU, RMS>;
+      }
     }
-    check(e, "GEMV launch");
+    switch (rows) {
+      case 1: return gpu::gemv_rows<T, 1, 4, GLU, RMS>;
+      case 2: return gpu::gemv_rows<T, 2, 4, GLU, RMS>;
+      case 3: return gpu::gemv_rows<T, 3, 4, GLU, RMS>;
+      default: return gpu::gemv_rows<T, 4, 4, GLU, RMS>;
+    }
   }
-
-  // The [gate | up] GEMV with SwiGLU in its epilogue: act (rows, inter) in T.
-  template <int R>
-  void gemv_glu(const DeviceBuffer& w, const T* x, int64_t in, int64_t inter, const float* bias, T* act) {
-    const int ks = gemv_split(2 * inter), units = 8 / ks / 2;
-    DependentLaunch dl(dim3(unsigned((inter + units - 1) / units)), dim3(256), stream_, pdl_);
-    const T* wp = w.get<T>();
-    float* none = nullptr;
-    cudaError_t e = ks == 1 ? cudaLaunchKernelEx(&dl.cfg, gpu::gemv_rows<T, R, 1, true>, wp, x, int(in), int(2 * inter), none, bias, act, l2_prefetch_)
-                            : cudaLaunchKernelEx(&dl.cfg, gpu::gemv_rows<T, R, 4, true>, wp, x, int(in), int(2 * inter), none, bias, act, l2_prefetch_);
-    check(e, "GEMV launch");
+  template <bool GLU, bool RMS>
+  void launch_gemv(int64_t rows, gpu::GemvArgs<T> a) {
+    a.l2_prefetch = l2_prefetch_;
+    const int ks = gemv_split(a.out);
+    const int64_t per_block = 8 / ks / (GLU ? 2 : 1), units = GLU ? a.out / 2 : a.out;
+    DependentLaunch dl(dim3(unsigned((units + per_block - 1) / per_block)), dim3(256), stream_, pdl_);
+    check(cudaLaunchKernelEx(&dl.cfg, gemv_fn<GLU, RMS>(rows, ks), a), "GEMV launch");
   }
+  static gpu::GemvArgs<T> gemv_args(const DeviceBuffer& w, const void* x, int64_t in, int64_t out) {
+    gpu::GemvArgs<T> a{};
+    a.W = w.get<T>();
+    a.X = x;
+    a.in = int(in);
+    a.out = int(out);
+    return a;
+  }
+  bool gemv_shape(int64_t rows, int64_t in) const { return rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0; }
 
   // 5..32 rows of bf16/fp16 on tensor cores (gpu::gemv_mma), NT tiles of 8.
   template <int NT, bool GLU>
@@ -397,13 +415,10 @@ class CudaModel final : public GpuBackend {
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
-    if (rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
-      switch (rows) {
-        case 1: return gemv<1>(w, x, in, out, y);
-        case 2: return gemv<2>(w, x, in, out, y);
-        case 3: return gemv<3>(w, x, in, out, y);
-        default: return gemv<4>(w, x, in, out, y);
-      }
+    if (gemv_shape(rows, in)) {
+      gpu::GemvArgs<T> a = gemv_args(w, x, in, out);
+      a.Y = y;
+      return launch_gemv<false, false>(rows, a);
     }
     if (tensor_core_gemv(rows, in)) return gemv_tc_rows<false>(w, x, rows, in, out, y, nullptr, nullptr);
     const float one = 1.0f, zero = 0.0f;
@@ -417,13 +432,11 @@ class CudaModel final : public GpuBackend {
   // fused into the GEMV's epilogue for decode-sized batches.
   void gate_up_swiglu(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t inter, const float* bias,
                       float* gu, T* act) {
-    if (glu_fused_ && rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0) {
-      switch (rows) {
-        case 1: return gemv_glu<1>(w, x, in, inter, bias, act);
-        case 2: return gemv_glu<2>(w, x, in, inter, bias, act);
-        case 3: return gemv_glu<3>(w, x, in, inter, bias, act);
-        default: return gemv_glu<4>(w, x, in, inter, bias, act);
-      }
+    if (glu_fused_ && gemv_shape(rows, in)) {
+      gpu::GemvArgs<T> a = gemv_args(w, x, in, 2 * inter);
+      a.glu_bias = bias;
+      a.act = act;
+      return launch_gemv<true, false>(rows, a);
     }
     if (glu_fused_ && tensor_core_gemv(rows, in)) return gemv_tc_rows<true>(w, x, rows, in, 2 * inter, nullptr, bias, act);
     gemm(w, x, rows, in, 2 * inter, gu);
@@ -582,6 +595,17 @@ class CudaModel final : public GpuBackend {
     return v && *v ? std::atoi(v) : fallback;
   }
   const int norm_threads_ = gpu::norm_threads(c_.hidden);
+  // RMSNorm folded into the matrix after it (W diag(w), fp32 product rounded
+  // once to T), so a decode step of up to 4 rows has no norm kernels: the
+  // qkv and gate/up GEMVs scale by rsqrt(mean(x^2) + eps) of the residual
+  // stream they read, and o_proj/down add their output to it in place.
+  // Other steps run the norm kernels with unit weights (ones_).
+  // STREAMSINK_NORM_FOLD=0 keeps the norm kernels.
+  const bool fold_norms_ = env_int("STREAMSINK_NORM_FOLD", 1) != 0 && c_.norm == NormKind::RMSNorm && !c_.parallel_residual &&
+                           c_.activation == Activation::SwiGLU;
+  DeviceBuffer ones_;  // hidden x 1.0f, the folded norms' weight
+  const DeviceBuffer& norm1_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm1_w; }
+  const DeviceBuffer& norm2_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm2_w; }
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
   const bool pdl_small_ = env_int("STREAMSINK_PDL_SMALL", 1) != 0;  // 0: norms etc. launched plainly
   const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
@@ -795,16 +819,28 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   ap.scale = c.softmax_scale;
   const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));
 
+  // Up to 4 rows with the norms folded: no norm kernels in the layers.
+  const bool fused_norm = fold_norms_ && gemv_shape(rows, H) && gemv_shape(rows, I) && gemv_shape(rows, attn_dim);
+
   // Everything from the embedding to the logits, enqueued on stream_ (or
   // captured once into a CUDA graph per step shape and replayed).
   auto enqueue = [&]() {
   gpu::embed_rows<T><<<int(rows), 256, 0, stream_>>>(d_tokens, embed_.get<T>(), int(H), x);
   const bool rms = c.norm == NormKind::RMSNorm;
-  norm(x, nullptr, rows, layers_[0].norm1_w, layers_[0].norm1_b, h);
+  if (!fused_norm) norm(x, nullptr, rows, norm1_w(layers_[0]), layers_[0].norm1_b, h);
   for (int l = 0; l < c.layers; ++l) {
     GpuLayer& w = layers_[size_t(l)];
-    // h holds norm1(x) here (the previous layer's tail computed it).
-    if (on(Part::Qkv)) gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
+    // h holds norm1(x) here (the previous layer's tail computed it), or with
+    // fused_norm the qkv GEMV normalizes x itself.
+    if (!on(Part::Qkv)) {
+    } else if (fused_norm) {
+      gpu::GemvArgs<T> a = gemv_args(w.wqkv, x, H, qkv_dim);
+      a.Y = qkv;
+      a.rms_eps = c.norm_eps;
+      launch_gemv<false, true>(rows, a);
+    } else {
+      gemm(w.wqkv, h, rows, H, qkv_dim, qkv);
+    }
     if (w.bqkv.bytes() || c.clip_qkv > 0)
       launch_small(gpu::bias_clip, dim3(grid_for(rows * qkv_dim)), dim3(256), "bias launch", qkv, rows * qkv_dim, int(qkv_dim),
                    opt(w.bqkv), c.clip_qkv);
@@ -815,10 +851,18 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
     if (on(Part::Combine))
       launch_small(gpu::attn_combine<T>, dim3(unsigned(c.heads), unsigned(rows)), dim3(128), "combine launch",
-                 static_cast<const gpu::SeqDesc*>(d_seqs), static_cast<const gpu::RowDesc*>(d_rows),
-                 static_cast<const float*>(qkv), l, c.kv_heads, int(qkv_dim), static_cast<const float*>(ap.partial), c.heads,
-                 c.head_dim, int(splits), int(chunk), attn_.get<T>());
-    if (on(Part::OProj)) gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
+                   static_cast<const gpu::SeqDesc*>(d_seqs), static_cast<const gpu::RowDesc*>(d_rows),
+                   static_cast<const float*>(qkv), l, c.kv_heads, int(qkv_dim), static_cast<const float*>(ap.partial),
+                   c.heads, c.head_dim, int(splits), int(chunk), attn_.get<T>());
+    if (!on(Part::OProj)) {
+    } else if (fused_norm) {  // x += attention output W_o^T (+ b_o)
+      gpu::GemvArgs<T> a = gemv_args(w.wo, attn_.get<T>(), attn_dim, H);
+      a.resid = x;
+      a.resid_bias = opt(w.bo);
+      launch_gemv<false, false>(rows, a);
+    } else {
+      gemm(w.wo, attn_.get<T>(), rows, attn_dim, H, a_.get<float>());
+    }
 
     const T* mlp_in = h;
     if (c.parallel_residual) {
@@ -826,13 +870,19 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         norm(x, nullptr, rows, w.norm2_w, w.norm2_b, h2_.get<T>());
         mlp_in = h2_.get<T>();
       }
-    } else if (on(Part::Norm)) {
+    } else if (on(Part::Norm) && !fused_norm) {
       launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H),
                    static_cast<const float*>(a_.get<float>()), opt(w.bo), static_cast<const float*>(nullptr),
-                   static_cast<const float*>(nullptr), static_cast<const float*>(w.norm2_w.get<float>()), opt(w.norm2_b),
+                   static_cast<const float*>(nullptr), static_cast<const float*>(norm2_w(w).template get<float>()), opt(w.norm2_b),
                    c.norm_eps, rms, h);
     }
     if (!on(Part::GateUp)) {
+    } else if (fused_norm) {
+      gpu::GemvArgs<T> a = gemv_args(w.w_up, x, H, 2 * I);
+      a.glu_bias = opt(w.b_up);
+      a.act = act_.get<T>();
+      a.rms_eps = c.norm_eps;
+      launch_gemv<true, true>(rows, a);
     } else if (c.activation == Activation::SwiGLU) {
       gate_up_swiglu(w.w_up, mlp_in, rows, H, I, opt(w.b_up), up_.get<float>(), act_.get<T>());
     } else {
@@ -840,7 +890,16 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
       launch_small(gpu::gelu_rows<T>, dim3(grid_for(rows * I)), dim3(256), "gelu launch",
                    static_cast<const float*>(up_.get<float>()), opt(w.b_up), rows, int(I), act_.get<T>());
     }
-    if (on(Part::Down)) gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
+    if (!on(Part::Down)) {
+    } else if (fused_norm) {  // x += activation W_down^T (+ b_down): the layer's residual, done
+      gpu::GemvArgs<T> a = gemv_args(w.w_down, act_.get<T>(), I, H);
+      a.resid = x;
+      a.resid_bias = opt(w.b_down);
+      launch_gemv<false, false>(rows, a);
+      continue;
+    } else {
+      gemm(w.w_down, act_.get<T>(), rows, I, H, m_.get<float>());
+    }
     // Residual, fused with the next layer's input norm.
     const float* ra = c.parallel_residual ? a_.get<float>() : m_.get<float>();
     const float* rba = c.parallel_residual ? opt(w.bo) : opt(w.b_down);
@@ -850,7 +909,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     } else if (l + 1 < c.layers) {
       const GpuLayer& nx = layers_[size_t(l + 1)];
       launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H), ra, rba, rm,
-                   rbm, static_cast<const float*>(nx.norm1_w.get<float>()), opt(nx.norm1_b), c.norm_eps, rms, h);
+                   rbm, static_cast<const float*>(norm1_w(nx).template get<float>()), opt(nx.norm1_b), c.norm_eps, rms, h);
     } else {
       launch_small(gpu::residual_add, dim3(grid_for(rows * H)), dim3(256), "residual launch", x, rows * H, int(H), ra, rba, rm,
                    rbm);

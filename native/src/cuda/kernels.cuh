@@ -563,6 +563,37 @@ template <> struct Vec16<__half> {
   }
 };
 
+// What a decode GEMV reads and where its result goes (gemv_rows).
+template <typename T>
+struct GemvArgs {
+  const T* W;  // (out, in) row-major
+  const void* X;  // (R, in): T, or the fp32 residual stream when the norm is fused
+  int in, out;
+  float* Y;  // (R, out) fp32, unless act or resid takes the result
+  const float* glu_bias;  // GLU: [gate | up] bias or null
+  T* act;  // GLU: (R, out / 2)
+  float* resid;  // not null: resid (R, out) += result (+ resid_bias) instead of Y
+  const float* resid_bias;
+  float rms_eps;  // fused RMSNorm: result *= rsqrt(mean(x^2) + eps) of its X row
+  bool l2_prefetch;
+};
+
+// X row r's N values at vector index v (16 bytes of T; 2N bytes of fp32).
+template <typename T, bool F32X>
+__device__ __forceinline__ void load_x(const void* X, int in, int r, int v, float (&xf)[Vec16<T>::N]) {
+  constexpr int N = Vec16<T>::N;
+  if constexpr (F32X) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(X) + int64_t(r) * in) + v * (N / 4);
+#pragma unroll
+    for (int k = 0; k < N / 4; ++k) {
+      const float4 f = __ldg(p + k);
+      xf[4 * k] = f.x; xf[4 * k + 1] = f.y; xf[4 * k + 2] = f.z; xf[4 * k + 3] = f.w;
+    }
+  } else {
+    Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(X) + int64_t(r) * in) + v), xf);
+  }
+}
+
 // Y (R, out) = X (R, in) W^T for a few rows R: a weight-streaming GEMV, one
 // warp per output, 16-byte loads of W that bypass L1 (each weight is read
 // once per step), X re-read from L1/L2. in % (16 / sizeof(T)) == 0.
@@ -571,15 +602,21 @@ template <> struct Vec16<__half> {
 // take gate rows and half the up rows of the same units, and the block writes
 // act (R, out/2) = silu(gate + b) * (up + b') in T instead of Y (b = [b | b'],
 // or null): no activation kernel and no fp32 round trip of [gate | up].
-template <typename T, int R, int KS, bool GLU = false>
-__global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const T* __restrict__ X, int in, int out,
-                                                 float* __restrict__ Y, const float* __restrict__ glu_bias,
-                                                 T* __restrict__ act, bool l2_prefetch) {
+//
+// RMS (the input RMSNorm fused): X is the fp32 residual stream and W has the
+// norm's weight folded into its columns (W diag(w)), so norm(x) W^T =
+// rsqrt(mean(x^2) + eps) * (x (W diag(w))^T). Every warp reads its whole part
+// of the X row anyway; the sum of squares rides along with the dot product.
+// With resid set, the result is added to the residual stream in place (each
+// element read and written by one lane) instead of stored in Y.
+template <typename T, int R, int KS, bool GLU, bool RMS>
+__global__ void __launch_bounds__(256) gemv_rows(GemvArgs<T> p) {
   // KS warps share one output (each a contiguous part of the row), so a
   // matrix with few rows still puts enough loads in flight on every SM.
   constexpr int N = Vec16<T>::N, WARPS = 8, OUTS = WARPS / KS, UNITS = GLU ? OUTS / 2 : OUTS;
   static_assert(!GLU || OUTS >= 2, "gemv_rows: GLU needs two outputs per block");
   pdl_trigger();  // the attention kernel after the qkv GEMV prefetches its cache
+  const int in = p.in, out = p.out;
   const int wb = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int slot = wb / KS, part = wb % KS, inter = out / 2;
   const int unit = blockIdx.x * UNITS + slot % UNITS;
@@ -587,9 +624,9 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
   const bool live = GLU ? unit < inter : o < out;
   const int nv = in / N;
   const int v_begin = int(int64_t(nv) * part / KS), v_end = int(int64_t(nv) * (part + 1) / KS);
-  const uint4* w = reinterpret_cast<const uint4*>(W + int64_t(live ? o : 0) * in);
-  float acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = 0.f;
+  const uint4* w = reinterpret_cast<const uint4*>(p.W + int64_t(live ? o : 0) * in);
+  float acc[R], ss[R];
+  for (int r = 0; r < R; ++r) acc[r] = ss[r] = 0.f;
   // Batches of eight 16-byte weight loads per lane, all issued before any is
   // used (the last batch of a row predicated). The first batch goes out
   // before waiting for the kernel that produces X: launched as a programmatic
@@ -603,7 +640,7 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
   };
   if (live) {
     load_batch(v);
-    if (l2_prefetch) prefetch_l2(w + v_begin + 256, w + v_end, lane);
+    if (p.l2_prefetch) prefetch_l2(w + v_begin + 256, w + v_end, lane);
   }
   pdl_wait();
   if (live) {
@@ -616,34 +653,56 @@ __global__ void __launch_bounds__(256) gemv_rows(const T* __restrict__ W, const 
         Vec16<T>::load(wv[u], wf);
         for (int r = 0; r < R; ++r) {
           float xf[N];
-          Vec16<T>::load(__ldg(reinterpret_cast<const uint4*>(X + int64_t(r) * in) + v + 32 * u), xf);
-          for (int i = 0; i < N; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
+          load_x<T, RMS>(p.X, in, r, v + 32 * u, xf);
+          for (int i = 0; i < N; ++i) {
+            acc[r] = fmaf(wf[i], xf[i], acc[r]);
+            if constexpr (RMS) ss[r] = fmaf(xf[i], xf[i], ss[r]);
+          }
         }
       }
     }
   }
-  __shared__ float part_sum[WARPS][R];
+  __shared__ float part_sum[WARPS][R], part_ss[WARPS][R];
   for (int r = 0; r < R; ++r) {
-    float a = acc[r];
-    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-    if (lane == 0) part_sum[wb][r] = a;
+    float a = acc[r], q = ss[r];
+    for (int off = 16; off > 0; off >>= 1) {
+      a += __shfl_xor_sync(0xffffffffu, a, off);
+      if constexpr (RMS) q += __shfl_xor_sync(0xffffffffu, q, off);
+    }
+    if (lane == 0) {
+      part_sum[wb][r] = a;
+      part_ss[wb][r] = q;
+    }
   }
+  if (GLU || KS > 1) __syncthreads();
+  else __syncwarp();
+  // This warp's row scale (1 without the fused norm): the KS parts together
+  // cover the whole X row.
+  auto row_scale = [&](int first_warp) {
+    if constexpr (!RMS) return 1.f;
+    float q = 0.f;
+    for (int k = 0; k < KS; ++k) q += part_ss[first_warp + k][lane];
+    return rsqrtf(q / float(in) + p.rms_eps);
+  };
   if constexpr (GLU) {
-    __syncthreads();
     if (live && slot < UNITS && part == 0 && lane < R) {
-      float g = glu_bias ? glu_bias[unit] : 0.f, u = glu_bias ? glu_bias[inter + unit] : 0.f;
+      float g = 0.f, u = 0.f;
       for (int k = 0; k < KS; ++k) {
         g += part_sum[wb + k][lane];
         u += part_sum[wb + UNITS * KS + k][lane];
       }
-      act[int64_t(lane) * inter + unit] = from_f<T>(g / (1.f + expf(-g)) * u);
+      const float scale = row_scale(wb);
+      g = g * scale + (p.glu_bias ? p.glu_bias[unit] : 0.f);
+      u = u * scale + (p.glu_bias ? p.glu_bias[inter + unit] : 0.f);
+      p.act[int64_t(lane) * inter + unit] = from_f<T>(g / (1.f + expf(-g)) * u);
     }
   } else {
-    if (KS > 1) __syncthreads();
     if (live && part == 0 && lane < R) {
       float a = 0.f;
       for (int k = 0; k < KS; ++k) a += part_sum[wb + k][lane];
-      Y[int64_t(lane) * out + o] = a;
+      a *= row_scale(wb);
+      if (p.resid) p.resid[int64_t(lane) * out + o] += a + (p.resid_bias ? p.resid_bias[o] : 0.f);
+      else p.Y[int64_t(lane) * out + o] = a;
     }
   }
 }
