@@ -387,7 +387,8 @@ class CudaModel final : public GpuBackend {
   }
   bool gemv_shape(int64_t rows, int64_t in) const { return rows <= 4 && in % (16 / int64_t(sizeof(T))) == 0; }
 
-  // 5..32 rows of bf16/fp16 on tensor cores (gpu::gemv_mma), NT tiles of 8.
+  // 5 to STREAMSINK_GEMV_MMA (default 8, at most 32) rows of bf16/fp16 on
+  // tensor cores (gpu::gemv_mma), NT tiles of 8 rows of X.
   template <int NT, bool GLU>
   void gemv_tc(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias, T* act) {
     if constexpr (sizeof(T) == 2) {
