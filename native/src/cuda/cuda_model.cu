@@ -602,8 +602,8 @@ class CudaModel final : public GpuBackend {
   // stream they read, and o_proj/down add their output to it in place.
   // Other steps run the norm kernels with unit weights (ones_).
   // STREAMSINK_NORM_FOLD=0 keeps the norm kernels.
-  const bool fold_norms_ = env_int("STREAMSINK_NORM_FOLD", 1) != 0 && c_.norm == NormKind::RMSNorm && !c_.parallel_residual &&
-                           c_.activation == Activation::SwiGLU;
+  const bool fold_norms_ = env_int("STREAMSINK_NORM_FOLD", 1) != 0 && c_.norm == NormKind::RMSNorm && !c_.norm_bias &&
+                           !c_.parallel_residual && c_.activation == Activation::SwiGLU;
   DeviceBuffer ones_;  // hidden x 1.0f, the folded norms' weight
   const DeviceBuffer& norm1_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm1_w; }
   const DeviceBuffer& norm2_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm2_w; }
