@@ -371,7 +371,6 @@ class CudaModel final : public GpuBackend {
   }
   template <bool GLU, bool RMS>
   void launch_gemv(int64_t rows, gpu::GemvArgs<T> a) {
-    a.l2_prefetch = l2_prefetch_;
     const int ks = gemv_split(a.out);
     const int64_t per_block = 8 / ks / (GLU ? 2 : 1), units = GLU ? a.out / 2 : a.out;
     DependentLaunch dl(dim3(unsigned((units + per_block - 1) / per_block)), dim3(256), stream_, pdl_);
@@ -394,8 +393,7 @@ class CudaModel final : public GpuBackend {
     if constexpr (sizeof(T) == 2) {
       const int64_t per_block = GLU ? 8 : 16, units = GLU ? out / 2 : out;
       DependentLaunch dl(dim3(unsigned((units + per_block - 1) / per_block)), dim3(256), stream_, pdl_);
-      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemv_mma<T, NT, GLU>, w.get<T>(), x, int(in), int(out), int(rows), y, bias, act,
-                               l2_prefetch_),
+      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemv_mma<T, NT, GLU>, w.get<T>(), x, int(in), int(out), int(rows), y, bias, act),
             "GEMV launch");
     }
   }
@@ -441,8 +439,8 @@ class CudaModel final : public GpuBackend {
     }
     if (glu_fused_ && tensor_core_gemv(rows, in)) return gemv_tc_rows<true>(w, x, rows, in, 2 * inter, nullptr, bias, act);
     gemm(w, x, rows, in, 2 * inter, gu);
-    launch_small(gpu::swiglu_rows<T>, dim3(grid_for(rows * inter)), dim3(256), "swiglu launch", static_cast<const float*>(gu),
-                 bias, rows, int(inter), act);
+    launch_small(gpu::swiglu_rows<T>, dim3(grid_for(rows * inter)), dim3(256), "swiglu launch", gu, bias, rows, int(inter),
+                 act);
   }
 
   // Small kernels (norms, activation, split combine) are launched as
@@ -457,7 +455,7 @@ class CudaModel final : public GpuBackend {
 
   void norm(const float* x, const int64_t* row_index, int64_t rows, const DeviceBuffer& w, const DeviceBuffer& b, T* y) {
     launch_small(gpu::norm_rows<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, row_index, c_.hidden,
-                 static_cast<const float*>(w.get<float>()), opt(b), c_.norm_eps, c_.norm == NormKind::RMSNorm, y);
+                 w.get<float>(), opt(b), c_.norm_eps, c_.norm == NormKind::RMSNorm, y);
   }
 
   void ensure_rope(int64_t positions) {
@@ -610,9 +608,6 @@ class CudaModel final : public GpuBackend {
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
   const bool pdl_small_ = env_int("STREAMSINK_PDL_SMALL", 1) != 0;  // 0: norms etc. launched plainly
   const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
-  // 1: GEMVs also ask L2 for the rest of their weights before waiting
-  // (measured slower at batch 1, 5.80 vs 5.68 ms for Llama-2-7B).
-  const bool l2_prefetch_ = env_int("STREAMSINK_GEMV_PREFETCH", 0) != 0;
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
@@ -852,9 +847,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
     if (on(Part::Combine))
       launch_small(gpu::attn_combine<T>, dim3(unsigned(c.heads), unsigned(rows)), dim3(128), "combine launch",
-                   static_cast<const gpu::SeqDesc*>(d_seqs), static_cast<const gpu::RowDesc*>(d_rows),
-                   static_cast<const float*>(qkv), l, c.kv_heads, int(qkv_dim), static_cast<const float*>(ap.partial),
-                   c.heads, c.head_dim, int(splits), int(chunk), attn_.get<T>());
+                   d_seqs, d_rows, qkv, l, c.kv_heads, int(qkv_dim), ap.partial, c.heads, c.head_dim, int(splits),
+                   int(chunk), attn_.get<T>());
     if (!on(Part::OProj)) {
     } else if (fused_norm) {  // x += attention output W_o^T (+ b_o)
       gpu::GemvArgs<T> a = gemv_args(w.wo, attn_.get<T>(), attn_dim, H);
@@ -873,8 +867,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
       }
     } else if (on(Part::Norm) && !fused_norm) {
       launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H),
-                   static_cast<const float*>(a_.get<float>()), opt(w.bo), static_cast<const float*>(nullptr),
-                   static_cast<const float*>(nullptr), static_cast<const float*>(norm2_w(w).template get<float>()), opt(w.norm2_b),
+                   a_.get<float>(), opt(w.bo), nullptr, nullptr, norm2_w(w).template get<float>(), opt(w.norm2_b),
                    c.norm_eps, rms, h);
     }
     if (!on(Part::GateUp)) {
@@ -889,7 +882,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     } else {
       gemm(w.w_up, mlp_in, rows, H, up_dim, up_.get<float>());
       launch_small(gpu::gelu_rows<T>, dim3(grid_for(rows * I)), dim3(256), "gelu launch",
-                   static_cast<const float*>(up_.get<float>()), opt(w.b_up), rows, int(I), act_.get<T>());
+                   up_.get<float>(), opt(w.b_up), rows, int(I), act_.get<T>());
     }
     if (!on(Part::Down)) {
     } else if (fused_norm) {  // x += activation W_down^T (+ b_down): the layer's residual, done
@@ -910,7 +903,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     } else if (l + 1 < c.layers) {
       const GpuLayer& nx = layers_[size_t(l + 1)];
       launch_small(gpu::residual_norm<T>, dim3(unsigned(rows)), dim3(norm_threads_), "norm launch", x, int(H), ra, rba, rm,
-                   rbm, static_cast<const float*>(norm1_w(nx).template get<float>()), opt(nx.norm1_b), c.norm_eps, rms, h);
+                   rbm, norm1_w(nx).template get<float>(), opt(nx.norm1_b), c.norm_eps, rms, h);
     } else {
       launch_small(gpu::residual_add, dim3(grid_for(rows * H)), dim3(256), "residual launch", x, rows * H, int(H), ra, rba, rm,
                    rbm);

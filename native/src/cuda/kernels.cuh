@@ -91,14 +91,8 @@ __device__ __forceinline__ void pdl_wait_then_trigger(bool late) {
   if (late) pdl_trigger();
 }
 
-// Asks L2 to fetch [begin, end) (128-byte lines, spread over a warp's lanes):
-// a GEMV waiting for its input prefetches the rest of its weights this way,
-// so DRAM streams them while the kernels before it finish.
-__device__ __forceinline__ void prefetch_l2(const void* begin, const void* end, int lane) {
-  const char* e = static_cast<const char*>(end);
-  for (const char* a = static_cast<const char*>(begin) + lane * 128; a < e; a += 32 * 128)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-}
+// SwiGLU of one unit: silu(gate) * up.
+__device__ __forceinline__ float silu_gate(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
 // Token index of entry i of token t's context, and the slot a token lives in.
 __device__ __forceinline__ int64_t entry_token(const SeqDesc& s, int64_t t, int64_t i) {
@@ -510,7 +504,7 @@ __global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int i
       g += b[i];
       u += b[inter + i];
     }
-    out[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+    out[e] = from_f<T>(silu_gate(g, u));
   }
 }
 
@@ -575,7 +569,6 @@ struct GemvArgs {
   float* resid;  // not null: resid (R, out) += result (+ resid_bias) instead of Y
   const float* resid_bias;
   float rms_eps;  // fused RMSNorm: result *= rsqrt(mean(x^2) + eps) of its X row
-  bool l2_prefetch;
 };
 
 // X row r's N values at vector index v (16 bytes of T; 2N bytes of fp32).
@@ -638,10 +631,7 @@ __global__ void __launch_bounds__(256) gemv_rows(GemvArgs<T> p) {
     for (int u = 0; u < 8; ++u)
       if (at + 32 * u < v_end) wv[u] = __ldcs(w + at + 32 * u);
   };
-  if (live) {
-    load_batch(v);
-    if (p.l2_prefetch) prefetch_l2(w + v_begin + 256, w + v_end, lane);
-  }
+  if (live) load_batch(v);
   pdl_wait();
   if (live) {
     for (bool loaded = true; v < v_end; v += 256, loaded = false) {
@@ -671,7 +661,7 @@ __global__ void __launch_bounds__(256) gemv_rows(GemvArgs<T> p) {
     }
     if (lane == 0) {
       part_sum[wb][r] = a;
-      part_ss[wb][r] = q;
+      if constexpr (RMS) part_ss[wb][r] = q;
     }
   }
   if (GLU || KS > 1) __syncthreads();
@@ -694,7 +684,7 @@ __global__ void __launch_bounds__(256) gemv_rows(GemvArgs<T> p) {
       const float scale = row_scale(wb);
       g = g * scale + (p.glu_bias ? p.glu_bias[unit] : 0.f);
       u = u * scale + (p.glu_bias ? p.glu_bias[inter + unit] : 0.f);
-      p.act[int64_t(lane) * inter + unit] = from_f<T>(g / (1.f + expf(-g)) * u);
+      p.act[int64_t(lane) * inter + unit] = from_f<T>(silu_gate(g, u));
     }
   } else {
     if (live && part == 0 && lane < R) {
@@ -1117,7 +1107,7 @@ template <> struct MmaType<__half> {
 template <typename T, int NT, bool GLU = false>
 __global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T* __restrict__ X, int in, int out, int R,
                                                 float* __restrict__ Y, const float* __restrict__ glu_bias,
-                                                T* __restrict__ act, bool l2_prefetch) {
+                                                T* __restrict__ act) {
   using M = MmaType<T>;
   constexpr int WARPS = 8, U = 2;  // U column blocks per load batch
   pdl_trigger();
@@ -1148,14 +1138,7 @@ __global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
   int kb = kb_begin;
-  if (kb < kb_end) {  // before the wait: overlaps the kernel that writes X
-    load_w(kb);
-    if (l2_prefetch && kb + U < kb_end) {
-      const int c0 = (kb + U) * 64, c1 = min(in, kb_end * 64);
-      if (la) prefetch_l2(wa + c0, wa + c1, lane);
-      if (lb) prefetch_l2(wb + c0, wb + c1, lane);
-    }
-  }
+  if (kb < kb_end) load_w(kb);  // before the wait: overlaps the kernel that writes X
   pdl_wait();
   for (bool loaded = true; kb < kb_end; kb += U, loaded = false) {
     if (!loaded) load_w(kb);
@@ -1205,7 +1188,7 @@ __global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T
         g += part[w][row][n];
         u += part[w][row + 8][n];
       }
-      act[int64_t(n) * inter + i] = from_f<T>(g / (1.f + expf(-g)) * u);
+      act[int64_t(n) * inter + i] = from_f<T>(silu_gate(g, u));
     }
   } else {
     for (int e = threadIdx.x; e < 16 * 8 * NT; e += blockDim.x) {
