@@ -546,15 +546,20 @@ class CudaModel final : public GpuBackend {
     graphs_.clear();
   }
 
+  // The attn_decode128_mma instance the knobs select.
+  template <int G>
+  const void* mma_fn() const {
+    if (mma_blocks_ == 3) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 3>);
+    if (!mma_pipe_ && !mma_perm_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false, false>);
+    if (!mma_pipe_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false, true>);
+    if (!mma_perm_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, false>);
+    return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2>);
+  }
   // The attn_decode128 instance for G query heads per KV head.
   const void* decode128_fn(int G) const {
     if constexpr (sizeof(T) == 2) {
-      if (attn_mma_ && G == 4)
-        return mma_blocks_ == 3 ? reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 4, 3>)
-                                : reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 4>);
-      if (attn_mma_ && G == 8)
-        return mma_blocks_ == 3 ? reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 8, 3>)
-                                : reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, 8>);
+      if (attn_mma_ && G == 4) return mma_fn<4>();
+      if (attn_mma_ && G == 8) return mma_fn<8>();
     }
     switch (G) {
       case 1:
@@ -634,6 +639,11 @@ class CudaModel final : public GpuBackend {
   // STREAMSINK_ATTN_MMA=0 selects the scalar kernel instead.
   const bool attn_mma_ = env_int("STREAMSINK_ATTN_MMA", 1) != 0;
   const int mma_blocks_ = env_int("STREAMSINK_ATTN_MMA_BLOCKS", 2);  // register budget: 2 or 3 blocks per SM
+  // STREAMSINK_ATTN_PIPE=0: load a tile's K and V together after the last
+  // one's P V (not K after Q K^T and V after P V, the first tile before the
+  // wait); STREAMSINK_ATTN_PERM=0: lanes read contiguous 32-byte runs.
+  const bool mma_pipe_ = env_int("STREAMSINK_ATTN_PIPE", 1) != 0;
+  const bool mma_perm_ = env_int("STREAMSINK_ATTN_PERM", 1) != 0;
   const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 0);
   const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 0);
 

@@ -1035,28 +1035,32 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
 }
 
-// ---- Grouped-query decode attention on tensor cores (EXPERIMENTAL) --------
+// ---- Grouped-query decode attention on tensor cores ------------------------
 // attn_decode128_mma: head_dim 128, full rotary or ALiBi, 4 or 8 query heads
 // per KV head, bf16/fp16 caches. Same contract and partial output as
-// attn_decode128; enabled with STREAMSINK_ATTN_MMA=1 until measured on the
-// GPU. Every K/V entry a warp loads serves all G queries through mma.sync
-// m16n8k16 (rows = queries, padded to 16), so the per-entry instruction count
-// no longer grows with G the way the scalar kernel's does.
+// attn_decode128 (STREAMSINK_ATTN_MMA=0 selects that one). Every K/V entry a
+// warp loads serves all G queries through mma.sync m16n8k16 (rows = queries,
+// padded to 16), so the per-entry instruction count no longer grows with G
+// the way the scalar kernel's does.
 //
 // A warp takes tiles of 16 consecutive entries. Lane = 4 * grp + qd.
 //  - S = Q K^T: A = Q (16 queries x 16 dims per chunk, 8 chunks), B = K^T
 //    (16 dims x 8 entries, two halves per tile). The head dims are permuted
-//    consistently in A and B: k-positions {2qd, 2qd+1, 2qd+8, 2qd+9} of chunk
-//    c are dims dim_base(c, qd) + {0, 1, 2, 3}, so a lane's dims are
-//    16qd..16qd+15 and their rotate-half partners 64+16qd..64+16qd+15: it
-//    loads them as 16-byte vectors and rotates its keys without shuffles.
+//    consistently in A and B: a lane's 16 dims of each rotate-half are
+//    lane_dim(qd, 0..15) (8qd..8qd+7 and 32+8qd..32+8qd+7, so the quad of
+//    one entry reads adjacent 16-byte pieces) and their rotate-half partners
+//    64 on: it loads them as 16-byte vectors and rotates its keys without
+//    shuffles.
 //  - The S accumulator (query grp, entries 2qd, 2qd+1 of each half) is the
 //    A operand of P V as it lies; the quad of lanes with one grp holds a
 //    query's 16 scores (max and sum: two shuffles each).
 //  - O = P V: B = V (16 entries x 8 dims per n-tile, 16 n-tiles); column n of
-//    n-tile j is dim 16n + j, so a lane loads dims 16grp..16grp+15 of its four
-//    entries as 16-byte vectors and packs pairs with byte permutes; its O
-//    values are query grp, dims 32qd + j and 32qd + 16 + j.
+//    n-tile j is dim lane_dim(n, j) over 128 (8n + j, or 64 + 8n + j - 8), so
+//    a lane loads its four entries' dims of grp as 16-byte vectors and packs
+//    pairs with byte permutes.
+//  - Loads run a stage ahead: a tile's keys are issued as soon as the last
+//    tile's Q K^T has consumed the key registers, its values once the last
+//    P V has, and the first tile's cached entries before griddepcontrol.wait.
 template <typename T> struct MmaType;
 template <> struct MmaType<__nv_bfloat16> {
   __device__ static uint32_t pack(float lo, float hi) {
@@ -1202,10 +1206,19 @@ __global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T
   }
 }
 
-// First of the 4 dims chunk c gives lane quad position qd (see above).
-__device__ __forceinline__ int mma_dim_base(int c, int qd) { return c < 4 ? 16 * qd + 4 * c : 64 + 16 * qd + 4 * (c - 4); }
+// Dim of element i (0..15) of the 16 dims lane position x holds within a span
+// (K: x = qd over each 64-dim rotate-half; V: x = grp, or an O column n, over
+// all 128). Contiguous (PERM = false): 16x + i. Coalesced (PERM = true): two
+// runs of 8, 8x + i and SPAN/2 + 8x + (i - 8), so the lanes that read one
+// entry read adjacent 16-byte pieces and a load instruction fills whole
+// 32-byte sectors instead of halves of twice as many.
+template <bool PERM, int SPAN>
+__device__ __forceinline__ int lane_dim(int x, int i) {
+  if constexpr (PERM) return i < 8 ? 8 * x + i : SPAN / 2 + 8 * x + (i - 8);
+  return 16 * x + i;
+}
 
-template <typename T, int G, int MB = 2>
+template <typename T, int G, int MB = 2, bool PIPE = true, bool PERM = true>
 __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p) {
   static_assert(G == 4 || G == 8, "attn_decode128_mma: 4 or 8 query heads per KV head");
   using M = MmaType<T>;
@@ -1222,7 +1235,70 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   const bool rope = p.rope_cos != nullptr;
   const bool real_q = grp < G;  // rows G..15 of the query operand are zero
   const int q_pos = n - 1;
-  pdl_wait();  // launched as a programmatic dependent of the qkv GEMV
+
+  const int64_t slot_stride = int64_t(p.kv_heads) * HD;
+  const int64_t layer_off = int64_t(p.layer) * s.slots * slot_stride + int64_t(kvh) * HD;
+  const T* kc = static_cast<const T*>(s.k) + layer_off;
+  const T* vc = static_cast<const T*>(s.v) + layer_off;
+  const int k_off = p.heads * HD + kvh * HD, v_off = (p.heads + p.kv_heads) * HD + kvh * HD;
+  const ContextMap ctx(s, row, end);
+  const int i_fresh = ctx.i_fresh;
+  // 16 elements of entry i's K or V, dims da..da+7 and db..db+7 past off in a
+  // fresh row, as 8 T pairs; zeros past the end of the split. Entries of this
+  // step come from the fresh QKV rows, which exist only after pdl_wait(): with
+  // fresh = false they are left as they are (the caller reloads them after
+  // the wait).
+  auto load16 = [&](const T* base, int off, int i, int da, int db, uint32_t (&w)[8], bool fresh) {
+    if (i >= end) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) w[k] = 0u;
+    } else if (i >= i_fresh) {
+      if (fresh) {
+        const float* f = ctx.fresh_row(p, i) + off;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          w[k] = M::pack(f[da + 2 * k], f[da + 2 * k + 1]);
+          w[4 + k] = M::pack(f[db + 2 * k], f[db + 2 * k + 1]);
+        }
+      }
+    } else {
+      const T* src = base + int64_t(ctx.slot(i)) * slot_stride;
+      const uint4 a = __ldcs(reinterpret_cast<const uint4*>(src + da));
+      const uint4 b = __ldcs(reinterpret_cast<const uint4*>(src + db));
+      w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+      w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+    }
+  };
+  // Tile registers: keys t0 + grp and t0 + 8 + grp (dims of qd, both
+  // halves), values t0 + 2qd, +1, 8 + 2qd, 9 + 2qd (dims of grp).
+  uint32_t klo[2][8], khi[2][8], vv[4][8];
+  const int kd0 = lane_dim<PERM, 64>(qd, 0), kd1 = lane_dim<PERM, 64>(qd, 8);
+  const int vd0 = lane_dim<PERM, 128>(grp, 0), vd1 = lane_dim<PERM, 128>(grp, 8);
+  auto load_k = [&](int t0, bool fresh) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      load16(kc, k_off, t0 + 8 * h + grp, kd0, kd1, klo[h], fresh);
+      load16(kc, k_off, t0 + 8 * h + grp, 64 + kd0, 64 + kd1, khi[h], fresh);
+    }
+  };
+  auto load_v = [&](int t0, bool fresh) {
+    const int e[4] = {t0 + 2 * qd, t0 + 2 * qd + 1, t0 + 8 + 2 * qd, t0 + 9 + 2 * qd};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) load16(vc, v_off, e[k], vd0, vd1, vv[k], fresh);
+  };
+
+  // The first tile's cached entries are read before the wait: they do not
+  // depend on the qkv GEMV this kernel is a programmatic dependent of.
+  const int t_first = begin + warp * TILE;
+  if (PIPE && t_first < end) {
+    load_k(t_first, false);
+    load_v(t_first, false);
+  }
+  pdl_wait();
+  if (t_first < end && (!PIPE || t_first + TILE > i_fresh)) {
+    load_k(t_first, true);
+    load_v(t_first, true);
+  }
 
   // Query operand: query grp rotated to q_pos, scaled, as T pairs.
   uint32_t qa[8][2];
@@ -1232,17 +1308,19 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
       const float* qr = p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + grp) * HD;
 #pragma unroll
       for (int i = 0; i < 16; i += 4) {
-        const float4 a = *reinterpret_cast<const float4*>(qr + 16 * qd + i);
-        const float4 b = *reinterpret_cast<const float4*>(qr + 64 + 16 * qd + i);
+        const int d = lane_dim<PERM, 64>(qd, i);
+        const float4 a = *reinterpret_cast<const float4*>(qr + d);
+        const float4 b = *reinterpret_cast<const float4*>(qr + 64 + d);
         lo[i] = a.x; lo[i + 1] = a.y; lo[i + 2] = a.z; lo[i + 3] = a.w;
         hi[i] = b.x; hi[i + 1] = b.y; hi[i + 2] = b.z; hi[i + 3] = b.w;
       }
       if (rope) {
-        const float* cr = p.rope_cos + int64_t(q_pos) * 64 + 16 * qd;
-        const float* sr = p.rope_sin + int64_t(q_pos) * 64 + 16 * qd;
+        const float* cr = p.rope_cos + int64_t(q_pos) * 64;
+        const float* sr = p.rope_sin + int64_t(q_pos) * 64;
 #pragma unroll
         for (int i = 0; i < 16; ++i) {
-          const float c = cr[i], sn = sr[i];
+          const int d = lane_dim<PERM, 64>(qd, i);
+          const float c = cr[d], sn = sr[d];
           const float a = lo[i] * c - hi[i] * sn, b = hi[i] * c + lo[i] * sn;
           lo[i] = a;
           hi[i] = b;
@@ -1266,67 +1344,30 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   }
   const float slope = (p.alibi && real_q) ? p.alibi[kvh * G + grp] : 0.f;
 
-  const int64_t slot_stride = int64_t(p.kv_heads) * HD;
-  const int64_t layer_off = int64_t(p.layer) * s.slots * slot_stride + int64_t(kvh) * HD;
-  const T* kc = static_cast<const T*>(s.k) + layer_off;
-  const T* vc = static_cast<const T*>(s.v) + layer_off;
-  const int k_off = p.heads * HD + kvh * HD, v_off = (p.heads + p.kv_heads) * HD + kvh * HD;
-  const ContextMap ctx(s, row, end);
-  const int i_fresh = ctx.i_fresh;
-  auto slot_of_entry = [&](int i) { return ctx.slot(i); };
-  auto fresh_row = [&](int i) { return ctx.fresh_row(p, i); };
-  // 16 consecutive elements (d0 .. d0+15) of entry i's K or V, as 8 T pairs;
-  // zeros past the end of the split.
-  auto load16 = [&](const T* base, int off, int i, int d0, uint32_t (&w)[8]) {
-    if (i >= end) {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) w[k] = 0u;
-    } else if (i >= i_fresh) {
-      const float* f = fresh_row(i) + off + d0;
-#pragma unroll
-      for (int k = 0; k < 8; ++k) w[k] = M::pack(f[2 * k], f[2 * k + 1]);
-    } else {
-      const uint4* src = reinterpret_cast<const uint4*>(base + int64_t(slot_of_entry(i)) * slot_stride + d0);
-      const uint4 a = __ldcs(src), b = __ldcs(src + 1);
-      w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
-      w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
-    }
-  };
-
   float m = -INFINITY, l = 0.f;
   float o[16][2];
 #pragma unroll
   for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = 0.f;
 
-  for (int t0 = begin + warp * TILE; t0 < end; t0 += NW * TILE) {
-    // All of the tile's K and V loads first: this lane's key entries
-    // t0 + grp and t0 + 8 + grp (dims 16qd.. and their partners), and value
-    // entries 2qd, 2qd+1, 8+2qd, 9+2qd of the tile (dims 16grp..).
-    uint32_t klo[2][8], khi[2][8], v0[8], v1[8], v2[8], v3[8];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      load16(kc, k_off, t0 + 8 * h + grp, 16 * qd, klo[h]);
-      load16(kc, k_off, t0 + 8 * h + grp, 64 + 16 * qd, khi[h]);
-    }
-    load16(vc, v_off, t0 + 2 * qd, 16 * grp, v0);
-    load16(vc, v_off, t0 + 2 * qd + 1, 16 * grp, v1);
-    load16(vc, v_off, t0 + 8 + 2 * qd, 16 * grp, v2);
-    load16(vc, v_off, t0 + 9 + 2 * qd, 16 * grp, v3);
+  for (int t0 = t_first; t0 < end; t0 += NW * TILE) {
+    const int tn = t0 + NW * TILE;
     // Scores of entries t0 + 8h + 2qd (+1) for query grp.
     float sc[2][2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int e = t0 + 8 * h + grp;  // this lane's key entry in half h
       if (rope && e < end) {
-        const float4* cr = reinterpret_cast<const float4*>(p.rope_cos + int64_t(e) * 64 + 16 * qd);
-        const float4* sr = reinterpret_cast<const float4*>(p.rope_sin + int64_t(e) * 64 + 16 * qd);
+        const float* cr = p.rope_cos + int64_t(e) * 64;
+        const float* sr = p.rope_sin + int64_t(e) * 64;
 #pragma unroll
         for (int v4 = 0; v4 < 4; ++v4) {
-          const float4 c4 = __ldg(cr + v4), s4 = __ldg(sr + v4);
+          const int d = lane_dim<PERM, 64>(qd, 4 * v4);
+          const float4 c4 = __ldg(reinterpret_cast<const float4*>(cr + d));
+          const float4 s4 = __ldg(reinterpret_cast<const float4*>(sr + d));
           const float cs[4] = {c4.x, c4.y, c4.z, c4.w}, sn[4] = {s4.x, s4.y, s4.z, s4.w};
 #pragma unroll
           for (int pr = 0; pr < 2; ++pr) {
-            const int k = 2 * v4 + pr;  // word k holds dims 2k, 2k+1 of the 16
+            const int k = 2 * v4 + pr;  // word k holds elements 2k, 2k+1 of the 16
             const float2 a = M::unpack(klo[h][k]), b = M::unpack(khi[h][k]);
             const float c0 = cs[2 * pr], s0 = sn[2 * pr], c1 = cs[2 * pr + 1], s1 = sn[2 * pr + 1];
             klo[h][k] = M::pack(a.x * c0 - b.x * s0, a.y * c1 - b.y * s1);
@@ -1344,6 +1385,9 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
       sc[h][0] = acc[0];
       sc[h][1] = acc[1];
     }
+    // The keys are consumed: the next tile's keys load while this tile's
+    // softmax and P V run.
+    if (PIPE && tn < end) load_k(tn, true);
     // Online softmax over the tile for query grp (the quad holds its 16 scores).
     float mx = -INFINITY;
 #pragma unroll
@@ -1379,21 +1423,25 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
       o[j][0] *= alpha;
       o[j][1] *= alpha;
     }
-    // P V (the values were loaded with the keys).
-    const uint32_t pfrag[4] = {pa[0], pa[1], pa[2], pa[3]};
+    // P V.
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const uint32_t sel = (j & 1) ? 0x7632u : 0x5410u;
-      const uint32_t b0 = __byte_perm(v0[j >> 1], v1[j >> 1], sel);
-      const uint32_t b1 = __byte_perm(v2[j >> 1], v3[j >> 1], sel);
+      const uint32_t b0 = __byte_perm(vv[0][j >> 1], vv[1][j >> 1], sel);
+      const uint32_t b1 = __byte_perm(vv[2][j >> 1], vv[3][j >> 1], sel);
       float d[4] = {o[j][0], o[j][1], 0.f, 0.f};
-      M::mma(d, pfrag, b0, b1);
+      M::mma(d, pa, b0, b1);
       o[j][0] = d[0];
       o[j][1] = d[1];
     }
+    if (tn < end) {
+      if (!PIPE) load_k(tn, true);
+      load_v(tn, true);
+    }
   }
 
-  // Merge the warps' (m, l, O) and write the split's partial.
+  // Merge the warps' (m, l, O) and write the split's partial. Column n of
+  // n-tile j is V dim lane_dim(n, j); the lane holds columns 2qd and 2qd + 1.
   __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
   if (real_q) {
     if (qd == 0) {
@@ -1402,8 +1450,8 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
     }
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      sacc[warp][grp][32 * qd + j] = o[j][0];
-      sacc[warp][grp][32 * qd + 16 + j] = o[j][1];
+      sacc[warp][grp][lane_dim<PERM, 128>(2 * qd, j)] = o[j][0];
+      sacc[warp][grp][lane_dim<PERM, 128>(2 * qd + 1, j)] = o[j][1];
     }
   }
   __syncthreads();
