@@ -466,6 +466,10 @@ class CudaModel final : public GpuBackend {
     rope_sin_.reset(size_t(n) * sizeof(float));
     check(cudaMemcpyAsync(rope_cos_.get(), rope_->cos_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
     check(cudaMemcpyAsync(rope_sin_.get(), rope_->sin_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
+    rope_cos_t_.reset(size_t(n) * sizeof(T));
+    rope_sin_t_.reset(size_t(n) * sizeof(T));
+    gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_cos_.get<float>(), n, rope_cos_t_.get<T>());
+    gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_sin_.get<float>(), n, rope_sin_t_.get<T>());
     check(cudaStreamSynchronize(stream_), "rope");
     rope_positions_ = rope_->positions();
     drop_graphs();
@@ -531,6 +535,7 @@ class CudaModel final : public GpuBackend {
   DeviceBuffer embed_, lm_head_, final_w_, final_b_, alibi_;
   std::unique_ptr<RopeTable> rope_;
   DeviceBuffer rope_cos_, rope_sin_;
+  DeviceBuffer rope_cos_t_, rope_sin_t_;  // in T, for the tensor-core attention
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
   struct GraphKey {
@@ -550,9 +555,10 @@ class CudaModel final : public GpuBackend {
   template <int G>
   const void* mma_fn() const {
     if (mma_blocks_ == 3) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 3>);
-    if (!mma_pipe_ && !mma_perm_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false, false>);
-    if (!mma_pipe_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false, true>);
+    if (!mma_pipe_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false>);
     if (!mma_perm_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, false>);
+    if (!mma_rope2_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, true, false>);
+    if (!mma_fast_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, true, true, false>);
     return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2>);
   }
   // The attn_decode128 instance for G query heads per KV head.
@@ -639,11 +645,17 @@ class CudaModel final : public GpuBackend {
   // STREAMSINK_ATTN_MMA=0 selects the scalar kernel instead.
   const bool attn_mma_ = env_int("STREAMSINK_ATTN_MMA", 1) != 0;
   const int mma_blocks_ = env_int("STREAMSINK_ATTN_MMA_BLOCKS", 2);  // register budget: 2 or 3 blocks per SM
-  // STREAMSINK_ATTN_PIPE=0: load a tile's K and V together after the last
+  // Each turns one feature of the tensor-core attention off (for A/B):
+  // STREAMSINK_ATTN_PIPE=0 loads a tile's K and V together after the last
   // one's P V (not K after Q K^T and V after P V, the first tile before the
-  // wait); STREAMSINK_ATTN_PERM=0: lanes read contiguous 32-byte runs.
+  // wait); STREAMSINK_ATTN_PERM=0 has lanes read contiguous 32-byte runs;
+  // STREAMSINK_ATTN_ROPE2=0 rotates the keys in fp32 (fp32 tables) instead
+  // of in T pairs; STREAMSINK_ATTN_FAST=0 addresses every entry on its own
+  // instead of whole tiles of consecutive cached slots from one base.
   const bool mma_pipe_ = env_int("STREAMSINK_ATTN_PIPE", 1) != 0;
   const bool mma_perm_ = env_int("STREAMSINK_ATTN_PERM", 1) != 0;
+  const bool mma_rope2_ = env_int("STREAMSINK_ATTN_ROPE2", 1) != 0;
+  const bool mma_fast_ = env_int("STREAMSINK_ATTN_FAST", 1) != 0;
   const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 0);
   const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 0);
 
@@ -814,6 +826,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   ap.partial = partial_.get<float>();
   ap.rope_cos = rope_ ? rope_cos_.get<float>() : nullptr;
   ap.rope_sin = rope_ ? rope_sin_.get<float>() : nullptr;
+  ap.rope_cos_t = rope_ ? rope_cos_t_.get() : nullptr;
+  ap.rope_sin_t = rope_ ? rope_sin_t_.get() : nullptr;
   ap.alibi = alibi_.bytes() ? alibi_.get<float>() : nullptr;
   ap.heads = c.heads;
   ap.kv_heads = c.kv_heads;

@@ -46,6 +46,8 @@ struct AttnParams {
   float* partial;         // (rows, heads, splits, head_dim + 2)
   const float* rope_cos;  // (positions, rotary_dim / 2) or null
   const float* rope_sin;
+  const void* rope_cos_t;  // the same tables in the cache type T
+  const void* rope_sin_t;
   const float* alibi;     // (heads) or null
   int layer, heads, kv_heads, head_dim, rotary_dim, qkv_dim;
   int splits, chunk;      // entries per split (multiple of kTile)
@@ -1070,6 +1072,17 @@ template <> struct MmaType<__nv_bfloat16> {
   __device__ static float2 unpack(uint32_t u) {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
   }
+  // (lo, hi) <- (lo c - hi s, hi c + lo s) on two dim pairs, in bf16
+  // arithmetic (each product or fma rounded to bf16, as a bf16 PyTorch
+  // model's rotary embedding computes it).
+  __device__ static void rotate(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) {
+    using V = __nv_bfloat162;
+    const V a = *reinterpret_cast<const V*>(&lo), b = *reinterpret_cast<const V*>(&hi);
+    const V cc = *reinterpret_cast<const V*>(&c), ss = *reinterpret_cast<const V*>(&s);
+    const V nl = __hfma2(a, cc, __hneg2(__hmul2(b, ss))), nh = __hfma2(b, cc, __hmul2(a, ss));
+    lo = *reinterpret_cast<const uint32_t*>(&nl);
+    hi = *reinterpret_cast<const uint32_t*>(&nh);
+  }
   __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -1084,6 +1097,14 @@ template <> struct MmaType<__half> {
     return *reinterpret_cast<uint32_t*>(&h);
   }
   __device__ static float2 unpack(uint32_t u) { return __half22float2(*reinterpret_cast<const __half2*>(&u)); }
+  __device__ static void rotate(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) {
+    using V = __half2;
+    const V a = *reinterpret_cast<const V*>(&lo), b = *reinterpret_cast<const V*>(&hi);
+    const V cc = *reinterpret_cast<const V*>(&c), ss = *reinterpret_cast<const V*>(&s);
+    const V nl = __hfma2(a, cc, __hneg2(__hmul2(b, ss))), nh = __hfma2(b, cc, __hmul2(a, ss));
+    lo = *reinterpret_cast<const uint32_t*>(&nl);
+    hi = *reinterpret_cast<const uint32_t*>(&nh);
+  }
   __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -1218,7 +1239,7 @@ __device__ __forceinline__ int lane_dim(int x, int i) {
   return 16 * x + i;
 }
 
-template <typename T, int G, int MB = 2, bool PIPE = true, bool PERM = true>
+template <typename T, int G, int MB = 2, bool PIPE = true, bool PERM = true, bool ROPE2 = true, bool FAST = true>
 __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p) {
   static_assert(G == 4 || G == 8, "attn_decode128_mma: 4 or 8 query heads per KV head");
   using M = MmaType<T>;
@@ -1243,6 +1264,13 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   const int k_off = p.heads * HD + kvh * HD, v_off = (p.heads + p.kv_heads) * HD + kvh * HD;
   const ContextMap ctx(s, row, end);
   const int i_fresh = ctx.i_fresh;
+  // Elements da..da+7 and db..db+7 of a cached K or V row, as 8 T pairs.
+  auto ld2 = [](const T* src, int da, int db, uint32_t* w) {
+    const uint4 a = __ldcs(reinterpret_cast<const uint4*>(src + da));
+    const uint4 b = __ldcs(reinterpret_cast<const uint4*>(src + db));
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+    w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+  };
   // 16 elements of entry i's K or V, dims da..da+7 and db..db+7 past off in a
   // fresh row, as 8 T pairs; zeros past the end of the split. Entries of this
   // step come from the fresh QKV rows, which exist only after pdl_wait(): with
@@ -1262,11 +1290,7 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
         }
       }
     } else {
-      const T* src = base + int64_t(ctx.slot(i)) * slot_stride;
-      const uint4 a = __ldcs(reinterpret_cast<const uint4*>(src + da));
-      const uint4 b = __ldcs(reinterpret_cast<const uint4*>(src + db));
-      w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
-      w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+      ld2(base + int64_t(ctx.slot(i)) * slot_stride, da, db, w);
     }
   };
   // Tile registers: keys t0 + grp and t0 + 8 + grp (dims of qd, both
@@ -1274,7 +1298,39 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   uint32_t klo[2][8], khi[2][8], vv[4][8];
   const int kd0 = lane_dim<PERM, 64>(qd, 0), kd1 = lane_dim<PERM, 64>(qd, 8);
   const int vd0 = lane_dim<PERM, 128>(grp, 0), vd1 = lane_dim<PERM, 128>(grp, 8);
+  // A tile whose 16 entries are all cached in consecutive slots (no fresh
+  // entry, no end, no sink/window boundary or ring wrap inside it) is read
+  // from one base slot with lane offsets fixed for the whole kernel; the
+  // others entry by entry.
+  auto tile_slot = [&](int t0) -> int {
+    if (!FAST || t0 + TILE > i_fresh) return -1;  // i_fresh <= end
+    const int s0 = ctx.slot(t0);
+    return ctx.slot(t0 + TILE - 1) == s0 + TILE - 1 ? s0 : -1;
+  };
+  // Byte offsets of this lane's first K and V pieces in a tile that starts at
+  // slot 0; the rest lie at fixed distances (lane_dim: PERM's second run of 8
+  // is 32 K dims or 64 V dims on, the rotate-half partner 64 K dims).
+  const int64_t stride_b = slot_stride * int64_t(sizeof(T));
+  const int kofs = (grp * int(slot_stride) + kd0) * int(sizeof(T));
+  const int vofs = (2 * qd * int(slot_stride) + vd0) * int(sizeof(T));
+  constexpr int kRun = (PERM ? 32 : 8) * int(sizeof(T)), vRun = (PERM ? 64 : 8) * int(sizeof(T));
+  constexpr int kHalf = 64 * int(sizeof(T));
+  auto ld16 = [](const char* src) { return __ldcs(reinterpret_cast<const uint4*>(src)); };
+  auto put = [](uint32_t* w, uint4 a, uint4 b) {
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+    w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+  };
   auto load_k = [&](int t0, bool fresh) {
+    const int s0 = tile_slot(t0);
+    if (s0 >= 0) {
+      const char* src = reinterpret_cast<const char*>(kc) + int64_t(s0) * stride_b + kofs;
+#pragma unroll
+      for (int h = 0; h < 2; ++h, src += 8 * stride_b) {
+        put(klo[h], ld16(src), ld16(src + kRun));
+        put(khi[h], ld16(src + kHalf), ld16(src + kHalf + kRun));
+      }
+      return;
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       load16(kc, k_off, t0 + 8 * h + grp, kd0, kd1, klo[h], fresh);
@@ -1282,9 +1338,16 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
     }
   };
   auto load_v = [&](int t0, bool fresh) {
-    const int e[4] = {t0 + 2 * qd, t0 + 2 * qd + 1, t0 + 8 + 2 * qd, t0 + 9 + 2 * qd};
+    const int e[4] = {0, 1, 8, 9};  // + 2qd
+    const int s0 = tile_slot(t0);
+    if (s0 >= 0) {
+      const char* src = reinterpret_cast<const char*>(vc) + int64_t(s0) * stride_b + vofs;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) load16(vc, v_off, e[k], vd0, vd1, vv[k], fresh);
+      for (int k = 0; k < 4; ++k) put(vv[k], ld16(src + e[k] * stride_b), ld16(src + e[k] * stride_b + vRun));
+      return;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) load16(vc, v_off, t0 + 2 * qd + e[k], vd0, vd1, vv[k], fresh);
   };
 
   // The first tile's cached entries are read before the wait: they do not
@@ -1351,30 +1414,48 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
 
   for (int t0 = t_first; t0 < end; t0 += NW * TILE) {
     const int tn = t0 + NW * TILE;
-    // Scores of entries t0 + 8h + 2qd (+1) for query grp.
-    float sc[2][2];
+    // Keys rotated to their entries' positions t0 + 8h + grp: ROPE2 in T
+    // arithmetic on pairs (T tables), else in fp32.
+    if (rope) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int e = t0 + 8 * h + grp;  // this lane's key entry in half h
-      if (rope && e < end) {
-        const float* cr = p.rope_cos + int64_t(e) * 64;
-        const float* sr = p.rope_sin + int64_t(e) * 64;
+      for (int h = 0; h < 2; ++h) {
+        const int e = t0 + 8 * h + grp;
+        if (e >= end) continue;
+        if constexpr (ROPE2) {
+          const T* cr = static_cast<const T*>(p.rope_cos_t) + int64_t(e) * 64;
+          const T* sr = static_cast<const T*>(p.rope_sin_t) + int64_t(e) * 64;
+          const uint4 c0 = __ldg(reinterpret_cast<const uint4*>(cr + kd0)), c1 = __ldg(reinterpret_cast<const uint4*>(cr + kd1));
+          const uint4 s0 = __ldg(reinterpret_cast<const uint4*>(sr + kd0)), s1 = __ldg(reinterpret_cast<const uint4*>(sr + kd1));
+          const uint32_t cw[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+          const uint32_t sw[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
 #pragma unroll
-        for (int v4 = 0; v4 < 4; ++v4) {
-          const int d = lane_dim<PERM, 64>(qd, 4 * v4);
-          const float4 c4 = __ldg(reinterpret_cast<const float4*>(cr + d));
-          const float4 s4 = __ldg(reinterpret_cast<const float4*>(sr + d));
-          const float cs[4] = {c4.x, c4.y, c4.z, c4.w}, sn[4] = {s4.x, s4.y, s4.z, s4.w};
+          for (int k = 0; k < 8; ++k) M::rotate(klo[h][k], khi[h][k], cw[k], sw[k]);
+        } else {
+          const float* cr = p.rope_cos + int64_t(e) * 64;
+          const float* sr = p.rope_sin + int64_t(e) * 64;
 #pragma unroll
-          for (int pr = 0; pr < 2; ++pr) {
-            const int k = 2 * v4 + pr;  // word k holds elements 2k, 2k+1 of the 16
-            const float2 a = M::unpack(klo[h][k]), b = M::unpack(khi[h][k]);
-            const float c0 = cs[2 * pr], s0 = sn[2 * pr], c1 = cs[2 * pr + 1], s1 = sn[2 * pr + 1];
-            klo[h][k] = M::pack(a.x * c0 - b.x * s0, a.y * c1 - b.y * s1);
-            khi[h][k] = M::pack(b.x * c0 + a.x * s0, b.y * c1 + a.y * s1);
+          for (int v4 = 0; v4 < 4; ++v4) {
+            const int d = lane_dim<PERM, 64>(qd, 4 * v4);
+            const float4 c4 = __ldg(reinterpret_cast<const float4*>(cr + d));
+            const float4 s4 = __ldg(reinterpret_cast<const float4*>(sr + d));
+            const float cs[4] = {c4.x, c4.y, c4.z, c4.w}, sn[4] = {s4.x, s4.y, s4.z, s4.w};
+#pragma unroll
+            for (int pr = 0; pr < 2; ++pr) {
+              const int k = 2 * v4 + pr;  // word k holds elements 2k, 2k+1 of the 16
+              const float2 a = M::unpack(klo[h][k]), b = M::unpack(khi[h][k]);
+              const float c0 = cs[2 * pr], s0 = sn[2 * pr], c1 = cs[2 * pr + 1], s1 = sn[2 * pr + 1];
+              klo[h][k] = M::pack(a.x * c0 - b.x * s0, a.y * c1 - b.y * s1);
+              khi[h][k] = M::pack(b.x * c0 + a.x * s0, b.y * c1 + a.y * s1);
+            }
           }
         }
       }
+    }
+    // S (16 queries x 8 entries, two halves) = Q K^T; scores of entries
+    // t0 + 8h + 2qd (+1) for query grp.
+    float sc[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
@@ -1443,11 +1524,11 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   // Merge the warps' (m, l, O) and write the split's partial. Column n of
   // n-tile j is V dim lane_dim(n, j); the lane holds columns 2qd and 2qd + 1.
   __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
+  if (real_q && qd == 0) {
+    sm[warp][grp] = m;
+    sl[warp][grp] = l;
+  }
   if (real_q) {
-    if (qd == 0) {
-      sm[warp][grp] = m;
-      sl[warp][grp] = l;
-    }
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       sacc[warp][grp][lane_dim<PERM, 128>(2 * qd, j)] = o[j][0];
