@@ -1063,6 +1063,18 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
 //  - Loads run a stage ahead: a tile's keys are issued as soon as the last
 //    tile's Q K^T has consumed the key registers, its values once the last
 //    P V has, and the first tile's cached entries before griddepcontrol.wait.
+// (lo, hi) <- (lo c - hi s, hi c + lo s) on two dim pairs held as V (bf16 or
+// fp16 pairs), in that arithmetic: each product or fma rounded to the type,
+// as a bf16/fp16 PyTorch model's rotary embedding computes it.
+template <typename V>
+__device__ __forceinline__ void rotate_pairs(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) {
+  const V a = *reinterpret_cast<const V*>(&lo), b = *reinterpret_cast<const V*>(&hi);
+  const V cc = *reinterpret_cast<const V*>(&c), ss = *reinterpret_cast<const V*>(&s);
+  const V nl = __hfma2(a, cc, __hneg2(__hmul2(b, ss))), nh = __hfma2(b, cc, __hmul2(a, ss));
+  lo = *reinterpret_cast<const uint32_t*>(&nl);
+  hi = *reinterpret_cast<const uint32_t*>(&nh);
+}
+
 template <typename T> struct MmaType;
 template <> struct MmaType<__nv_bfloat16> {
   __device__ static uint32_t pack(float lo, float hi) {
@@ -1072,16 +1084,8 @@ template <> struct MmaType<__nv_bfloat16> {
   __device__ static float2 unpack(uint32_t u) {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
   }
-  // (lo, hi) <- (lo c - hi s, hi c + lo s) on two dim pairs, in bf16
-  // arithmetic (each product or fma rounded to bf16, as a bf16 PyTorch
-  // model's rotary embedding computes it).
   __device__ static void rotate(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) {
-    using V = __nv_bfloat162;
-    const V a = *reinterpret_cast<const V*>(&lo), b = *reinterpret_cast<const V*>(&hi);
-    const V cc = *reinterpret_cast<const V*>(&c), ss = *reinterpret_cast<const V*>(&s);
-    const V nl = __hfma2(a, cc, __hneg2(__hmul2(b, ss))), nh = __hfma2(b, cc, __hmul2(a, ss));
-    lo = *reinterpret_cast<const uint32_t*>(&nl);
-    hi = *reinterpret_cast<const uint32_t*>(&nh);
+    rotate_pairs<__nv_bfloat162>(lo, hi, c, s);
   }
   __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm(
@@ -1097,14 +1101,7 @@ template <> struct MmaType<__half> {
     return *reinterpret_cast<uint32_t*>(&h);
   }
   __device__ static float2 unpack(uint32_t u) { return __half22float2(*reinterpret_cast<const __half2*>(&u)); }
-  __device__ static void rotate(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) {
-    using V = __half2;
-    const V a = *reinterpret_cast<const V*>(&lo), b = *reinterpret_cast<const V*>(&hi);
-    const V cc = *reinterpret_cast<const V*>(&c), ss = *reinterpret_cast<const V*>(&s);
-    const V nl = __hfma2(a, cc, __hneg2(__hmul2(b, ss))), nh = __hfma2(b, cc, __hmul2(a, ss));
-    lo = *reinterpret_cast<const uint32_t*>(&nl);
-    hi = *reinterpret_cast<const uint32_t*>(&nh);
-  }
+  __device__ static void rotate(uint32_t& lo, uint32_t& hi, uint32_t c, uint32_t s) { rotate_pairs<__half2>(lo, hi, c, s); }
   __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
