@@ -466,10 +466,12 @@ class CudaModel final : public GpuBackend {
     rope_sin_.reset(size_t(n) * sizeof(float));
     check(cudaMemcpyAsync(rope_cos_.get(), rope_->cos_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
     check(cudaMemcpyAsync(rope_sin_.get(), rope_->sin_table(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, stream_), "rope");
-    rope_cos_t_.reset(size_t(n) * sizeof(T));
-    rope_sin_t_.reset(size_t(n) * sizeof(T));
-    gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_cos_.get<float>(), n, rope_cos_t_.get<T>());
-    gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_sin_.get<float>(), n, rope_sin_t_.get<T>());
+    if constexpr (sizeof(T) == 2) {  // the tensor-core attention's tables (bf16/fp16 only)
+      rope_cos_t_.reset(size_t(n) * sizeof(T));
+      rope_sin_t_.reset(size_t(n) * sizeof(T));
+      gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_cos_.get<float>(), n, rope_cos_t_.get<T>());
+      gpu::convert_to<T><<<grid_for(n), 256, 0, stream_>>>(rope_sin_.get<float>(), n, rope_sin_t_.get<T>());
+    }
     check(cudaStreamSynchronize(stream_), "rope");
     rope_positions_ = rope_->positions();
     drop_graphs();
@@ -535,7 +537,7 @@ class CudaModel final : public GpuBackend {
   DeviceBuffer embed_, lm_head_, final_w_, final_b_, alibi_;
   std::unique_ptr<RopeTable> rope_;
   DeviceBuffer rope_cos_, rope_sin_;
-  DeviceBuffer rope_cos_t_, rope_sin_t_;  // in T, for the tensor-core attention
+  DeviceBuffer rope_cos_t_, rope_sin_t_;  // in T (bf16/fp16), for the tensor-core attention
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
   struct GraphKey {
