@@ -411,6 +411,118 @@ class CudaModel final : public GpuBackend {
     }
   }
 
+  // Up to STREAMSINK_GEMM_ROWS (default 64) rows of bf16/fp16 not taken by
+  // the GEMVs above: gpu::gemm_rows, NT tiles of 8 rows of X (even, 2..8).
+  bool rows_gemm(int64_t rows, int64_t in) const {
+    return sizeof(T) == 2 && rows >= 1 && rows <= std::min(gemm_rows_max_, 64) && in % gpu::kRowsStage == 0;
+  }
+  static int rows_nt(int64_t rows) { return int((rows + 15) / 16) * 2; }
+  template <int NT, bool GLU>
+  static size_t rows_smem() { return size_t(gpu::kRowsStages) * 8 * NT * gpu::kRowsPitch * sizeof(T); }
+  // Resident gemm_rows blocks per SM (and the shared memory opt-in, once).
+  template <int NT, bool GLU>
+  static int rows_per_sm() {
+    static const int n = [] {
+      const size_t smem = rows_smem<NT, GLU>();
+      check(cudaFuncSetAttribute(gpu::gemm_rows<T, NT, GLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+            "gemm_rows smem");
+      int blocks = 0;
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gpu::gemm_rows<T, NT, GLU>, 256, smem),
+            "gemm_rows occupancy");
+      return std::max(blocks, 1);
+    }();
+    return n;
+  }
+  template <bool GLU>
+  int rows_per_sm_for(int nt) const {
+    if constexpr (sizeof(T) != 2) {
+      return 1;  // not used: rows_gemm is false
+    } else {
+      switch (nt) {
+        case 2: return rows_per_sm<2, GLU>();
+        case 4: return rows_per_sm<4, GLU>();
+        case 6: return rows_per_sm<6, GLU>();
+        default: return rows_per_sm<8, GLU>();
+      }
+    }
+  }
+  // Row blocks and K splits: the most splits that keep every block resident
+  // at once (one wave), at most STREAMSINK_GEMM_ROWS_SPLITS (default 16).
+  struct RowsPlan {
+    int64_t row_blocks, splits;
+    size_t ws_bytes;
+  };
+  RowsPlan rows_plan(int64_t rows, int64_t in, int64_t out, bool glu) const {
+    const int nt = rows_nt(rows);
+    const int64_t row_blocks = glu ? (out / 2 + gpu::kRowsBlock / 2 - 1) / (gpu::kRowsBlock / 2)
+                                   : (out + gpu::kRowsBlock - 1) / gpu::kRowsBlock;
+    const int64_t slots = int64_t(glu ? rows_per_sm_for<true>(nt) : rows_per_sm_for<false>(nt)) * sm_count_;
+    const int64_t splits =
+        std::max<int64_t>(1, std::min<int64_t>({slots / row_blocks, in / gpu::kRowsStage, int64_t(gemm_rows_splits_)}));
+    const size_t ws = splits > 1 ? size_t(row_blocks * splits) * size_t(8 * nt * gpu::kRowsBlock) * sizeof(float) : 0;
+    return {row_blocks, splits, ws};
+  }
+  template <int NT, bool GLU>
+  void gemm_rows_nt(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
+                    T* act) {
+    if constexpr (sizeof(T) == 2) {
+      const RowsPlan plan = rows_plan(rows, in, out, GLU);
+      if (plan.ws_bytes > rows_ws_.bytes() || (plan.splits > 1 && size_t(plan.row_blocks) * sizeof(unsigned) > rows_counters_.bytes()))
+        throw EngineError(ErrorCode::BackendUnavailable, "CUDA: gemm_rows workspace not reserved for this shape");
+      gpu::GemmRowsArgs<T> a{};
+      a.W = w.get<T>();
+      a.X = x;
+      a.in = int(in);
+      a.out = int(out);
+      a.R = int(rows);
+      a.splits = int(plan.splits);
+      a.Y = y;
+      a.glu_bias = bias;
+      a.act = act;
+      a.ws = rows_ws_.get<float>();
+      a.counters = rows_counters_.get<unsigned>();
+      DependentLaunch dl(dim3(unsigned(plan.row_blocks), unsigned(plan.splits)), dim3(256), stream_, pdl_);
+      dl.cfg.dynamicSmemBytes = rows_smem<NT, GLU>();
+      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemm_rows<T, NT, GLU>, a), "gemm_rows launch");
+    }
+  }
+  template <bool GLU>
+  void gemm_rows(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
+                 T* act) {
+    switch (rows_nt(rows)) {
+      case 2: return gemm_rows_nt<2, GLU>(w, x, rows, in, out, y, bias, act);
+      case 4: return gemm_rows_nt<4, GLU>(w, x, rows, in, out, y, bias, act);
+      case 6: return gemm_rows_nt<6, GLU>(w, x, rows, in, out, y, bias, act);
+      default: return gemm_rows_nt<8, GLU>(w, x, rows, in, out, y, bias, act);
+    }
+  }
+  // Reserves gemm_rows's split-K workspace and counters for a step of `rows`
+  // (before any graph capture); true when a buffer moved.
+  bool reserve_rows_gemm(int64_t rows, int64_t n_out) {
+    size_t ws = 0, counters = 0;
+    auto need = [&](int64_t r, int64_t in, int64_t out, bool glu) {
+      if (!rows_gemm(r, in)) return;
+      const RowsPlan plan = rows_plan(r, in, out, glu);
+      ws = std::max(ws, plan.ws_bytes);
+      if (plan.splits > 1) counters = std::max(counters, size_t(plan.row_blocks) * sizeof(unsigned));
+    };
+    const int64_t H = c_.hidden, I = c_.intermediate, attn_dim = int64_t(c_.heads) * c_.head_dim;
+    const int64_t qkv_dim = attn_dim + 2 * int64_t(c_.kv_heads) * c_.head_dim;
+    const bool glu = c_.activation == Activation::SwiGLU;
+    need(rows, H, qkv_dim, false);
+    need(rows, attn_dim, H, false);
+    need(rows, H, glu ? 2 * I : I, false);
+    if (glu) need(rows, H, 2 * I, true);
+    need(rows, I, H, false);
+    need(n_out, H, c_.vocab_size, false);
+    bool moved = rows_ws_.ensure(ws);
+    if (rows_counters_.ensure(counters)) {
+      check(cudaMemsetAsync(rows_counters_.get(), 0, rows_counters_.bytes(), stream_), "gemm_rows counters");
+      moved = true;
+    }
+    return moved;
+  }
+
   void gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y) {
     // A few rows (decode): a weight-streaming GEMV reaches the bandwidth
     // limit where cuBLAS's small-N kernels do not.
@@ -420,6 +532,7 @@ class CudaModel final : public GpuBackend {
       return launch_gemv<false, false>(rows, a);
     }
     if (tensor_core_gemv(rows, in)) return gemv_tc_rows<false>(w, x, rows, in, out, y, nullptr, nullptr);
+    if (rows_gemm(rows, in)) return gemm_rows<false>(w, x, rows, in, out, y, nullptr, nullptr);
     const float one = 1.0f, zero = 0.0f;
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w.get(),
                        CudaType<T>::value, int(in), x, CudaType<T>::value, int(in), &zero, y, CUDA_R_32F, int(out),
@@ -438,6 +551,7 @@ class CudaModel final : public GpuBackend {
       return launch_gemv<true, false>(rows, a);
     }
     if (glu_fused_ && tensor_core_gemv(rows, in)) return gemv_tc_rows<true>(w, x, rows, in, 2 * inter, nullptr, bias, act);
+    if (glu_fused_ && rows_gemm(rows, in)) return gemm_rows<true>(w, x, rows, in, 2 * inter, nullptr, bias, act);
     gemm(w, x, rows, in, 2 * inter, gu);
     launch_small(gpu::swiglu_rows<T>, dim3(grid_for(rows * inter)), dim3(256), "swiglu launch", gu, bias, rows, int(inter),
                  act);
@@ -623,6 +737,9 @@ class CudaModel final : public GpuBackend {
   const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
+  const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 64);  // most rows for gemm_rows (0: cuBLAS)
+  const int gemm_rows_splits_ = std::max(1, env_int("STREAMSINK_GEMM_ROWS_SPLITS", 16));
+  DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
   // those kernels out of every layer: for timing what each costs inside a
   // graph replay only (the results are wrong).
@@ -815,6 +932,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   if (c.parallel_residual && c.mlp_norm_separate) moved |= h2_.ensure(size_t(rows * H) * sizeof(T));
   moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
   moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
+  moved |= reserve_rows_gemm(rows, n_out);
   if (moved) drop_graphs();
 
   float* x = x_.get<float>();
