@@ -446,28 +446,26 @@ class CudaModel final : public GpuBackend {
       }
     }
   }
-  // Row blocks and K splits: the most splits that keep every block resident
-  // at once (one wave), at most STREAMSINK_GEMM_ROWS_SPLITS (default 16).
+  // Stream-K grid: one block per resident slot (at most one per unit).
   struct RowsPlan {
-    int64_t row_blocks, splits;
-    size_t ws_bytes;
+    int64_t row_blocks, blocks;
+    size_t ws_bytes, counter_bytes;
   };
   RowsPlan rows_plan(int64_t rows, int64_t in, int64_t out, bool glu) const {
     const int nt = rows_nt(rows);
     const int64_t row_blocks = glu ? (out / 2 + gpu::kRowsBlock / 2 - 1) / (gpu::kRowsBlock / 2)
                                    : (out + gpu::kRowsBlock - 1) / gpu::kRowsBlock;
     const int64_t slots = int64_t(glu ? rows_per_sm_for<true>(nt) : rows_per_sm_for<false>(nt)) * sm_count_;
-    const int64_t splits =
-        std::max<int64_t>(1, std::min<int64_t>({slots / row_blocks, in / gpu::kRowsStage, int64_t(gemm_rows_splits_)}));
-    const size_t ws = splits > 1 ? size_t(row_blocks * splits) * size_t(8 * nt * gpu::kRowsBlock) * sizeof(float) : 0;
-    return {row_blocks, splits, ws};
+    const int64_t blocks = std::min(slots, row_blocks * (in / gpu::kRowsStage));
+    const size_t tile = size_t(8 * nt * gpu::kRowsBlock) * sizeof(float);
+    return {row_blocks, blocks, size_t(blocks + row_blocks) * tile, size_t(row_blocks) * sizeof(unsigned)};
   }
   template <int NT, bool GLU>
   void gemm_rows_nt(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
                     T* act) {
     if constexpr (sizeof(T) == 2) {
       const RowsPlan plan = rows_plan(rows, in, out, GLU);
-      if (plan.ws_bytes > rows_ws_.bytes() || (plan.splits > 1 && size_t(plan.row_blocks) * sizeof(unsigned) > rows_counters_.bytes()))
+      if (plan.ws_bytes > rows_ws_.bytes() || plan.counter_bytes > rows_counters_.bytes())
         throw EngineError(ErrorCode::BackendUnavailable, "CUDA: gemm_rows workspace not reserved for this shape");
       gpu::GemmRowsArgs<T> a{};
       a.W = w.get<T>();
@@ -475,13 +473,13 @@ class CudaModel final : public GpuBackend {
       a.in = int(in);
       a.out = int(out);
       a.R = int(rows);
-      a.splits = int(plan.splits);
+      a.row_blocks = int(plan.row_blocks);
       a.Y = y;
       a.glu_bias = bias;
       a.act = act;
       a.ws = rows_ws_.get<float>();
       a.counters = rows_counters_.get<unsigned>();
-      DependentLaunch dl(dim3(unsigned(plan.row_blocks), unsigned(plan.splits)), dim3(256), stream_, pdl_);
+      DependentLaunch dl(dim3(unsigned(plan.blocks)), dim3(256), stream_, pdl_);
       dl.cfg.dynamicSmemBytes = rows_smem<NT, GLU>();
       check(cudaLaunchKernelEx(&dl.cfg, gpu::gemm_rows<T, NT, GLU>, a), "gemm_rows launch");
     }
@@ -504,7 +502,7 @@ class CudaModel final : public GpuBackend {
       if (!rows_gemm(r, in)) return;
       const RowsPlan plan = rows_plan(r, in, out, glu);
       ws = std::max(ws, plan.ws_bytes);
-      if (plan.splits > 1) counters = std::max(counters, size_t(plan.row_blocks) * sizeof(unsigned));
+      counters = std::max(counters, plan.counter_bytes);
     };
     const int64_t H = c_.hidden, I = c_.intermediate, attn_dim = int64_t(c_.heads) * c_.head_dim;
     const int64_t qkv_dim = attn_dim + 2 * int64_t(c_.kv_heads) * c_.head_dim;
@@ -738,7 +736,6 @@ class CudaModel final : public GpuBackend {
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
   const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 64);  // most rows for gemm_rows (0: cuBLAS)
-  const int gemm_rows_splits_ = std::max(1, env_int("STREAMSINK_GEMM_ROWS_SPLITS", 16));
   DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
   // those kernels out of every layer: for timing what each costs inside a

@@ -1236,11 +1236,10 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// gemm_rows geometry: a block owns 128 rows of W (8 warps x 16), walks its
-// K range in stages of 128 columns, and keeps 3 stages of X in shared memory,
-// each X row padded to 160 elements (320 bytes: the two X rows one quarter-
-// warp reads start 64 bytes apart in the banks, so 16-byte reads never
-// conflict).
+// gemm_rows geometry: a row block is 128 rows of W (8 warps x 16), walked in
+// stages of 128 columns; a block keeps 3 stages of X in shared memory, each
+// X row padded to 160 elements (320 bytes: the two X rows one quarter-warp
+// reads start 64 bytes apart in the banks, so 16-byte reads never conflict).
 constexpr int kRowsWarps = 8, kRowsBlock = 16 * kRowsWarps, kRowsStage = 128, kRowsPitch = 160, kRowsStages = 3;
 
 template <typename T>
@@ -1248,187 +1247,233 @@ struct GemmRowsArgs {
   const T* W;  // (out, in) row-major
   const T* X;  // (R, in)
   int in, out, R;
-  int splits;  // K ranges (gridDim.y); more than one: fixed up through ws
+  int row_blocks;  // GLU: ceil(out / 2 / 64), else ceil(out / 128)
   float* Y;  // (R, out) fp32, unless act takes the result
   const float* glu_bias;  // GLU: [gate | up] bias or null
   T* act;  // GLU: (R, out / 2)
-  float* ws;  // splits > 1: per block (8 NT, 128) fp32 partial tiles
-  unsigned* counters;  // splits > 1: arrivals per row block, zero between launches
+  float* ws;  // (gridDim.x + row_blocks) partial tiles of (8 NT, 128) fp32
+  unsigned* counters;  // arrivals per row block, zero between launches
 };
+
+// Which block of a stream-K grid of g blocks over u units owns unit x
+// (block b owns [b u / g, (b + 1) u / g)).
+__device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { return int(((x + 1) * g - 1) / u); }
 
 // Y (R, out) = X (R, in) W^T for 9..64 rows on tensor cores, streaming W at
 // the bandwidth limit where cuBLAS's small-N tiles do not (measured 47-77% of
-// the copy bandwidth at 32 rows): each weight is loaded once from DRAM
+// the DRAM bandwidth at 32 rows): each weight is loaded once from DRAM
 // straight into registers as the A operand (the k-permuted 16-byte words of
 // gemv_mma), and X, the B operand, is staged through shared memory with
 // cp.async, so the 8 warps of a block share every X read (gemv_mma re-reads
 // X from L2 for every 16 weight rows, which is what limits it to 8 rows).
 // The next stage's weights are in flight while the current one is used.
 //
-// Matrices with few row blocks split K over gridDim.y so every SM streams
-// (blocks <= resident slots, one wave); the last block of a row block to
-// arrive sums the fp32 partial tiles (L2-resident) and writes the result,
-// then rearms its counter. GLU: the block's rows are 64 gate rows and the up
-// rows of the same units (warp w: units 8w..8w+7 as its rows grp and grp+8),
-// and it writes act (R, out/2) = silu(gate + b) * (up + b') in T.
-// in % 128 == 0; rows past out or R are zeros.
+// Stream-K: the grid is the resident block count and block b takes an equal
+// run of the (row block, stage) units, so every SM streams the same number of
+// bytes in one wave whatever the matrix shape. A row block whose stages one
+// block owns entirely is written straight from registers; one shared by
+// several blocks gets their fp32 partial tiles (L2-resident), and the last to
+// arrive sums them and writes the result, then rearms the counter. A block's
+// partial for row block rb is tile b + rb of ws: along the unit range the
+// (block, row block) pairs form a staircase, so b + rb never repeats.
+//
+// GLU: a row block is 64 gate rows and the up rows of the same units (warp w:
+// units 8w..8w+7 as its rows grp and grp + 8), and the result is
+// act (R, out/2) = silu(gate + b) * (up + b') in T. in % 128 == 0; rows past
+// out or R are zeros.
 template <typename T, int NT, bool GLU>
 __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
   using M = MmaType<T>;
-  constexpr int RP = 8 * NT, STAGE = RP * kRowsPitch;
+  constexpr int RP = 8 * NT, STAGE = RP * kRowsPitch, TILE = RP * kRowsBlock;
   extern __shared__ __align__(16) unsigned char gemm_rows_smem[];
   T* xs = reinterpret_cast<T*>(gemm_rows_smem);
   __shared__ bool last;
   pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane >> 2, qd = lane & 3;
   const int in = p.in, out = p.out, inter = out / 2;
-  const int stages = in / kRowsStage, split = blockIdx.y;
-  const int s_begin = int(int64_t(stages) * split / p.splits);
-  const int nst = int(int64_t(stages) * (split + 1) / p.splits) - s_begin;
-  // This lane's A rows grp and grp + 8 (GLU: one unit's gate and up rows).
-  const int unit = blockIdx.x * (kRowsBlock / 2) + warp * 8 + grp;
-  const int ra = GLU ? unit : blockIdx.x * kRowsBlock + warp * 16 + grp, rb = GLU ? inter + unit : ra + 8;
-  const bool la = GLU ? unit < inter : ra < out, lb = GLU ? la : rb < out;
-  const T* wa = p.W + int64_t(la ? ra : 0) * in + int64_t(s_begin) * kRowsStage + 8 * qd;
-  const T* wb = p.W + int64_t(lb ? rb : 0) * in + int64_t(s_begin) * kRowsStage + 8 * qd;
+  const int S = in / kRowsStage;
+  const int64_t units = int64_t(p.row_blocks) * S;
+  const int64_t begin = units * blockIdx.x / gridDim.x, end = units * (blockIdx.x + 1) / gridDim.x;
 
   using WStage = uint4[2][4];  // [64-column half][row grp c0, grp c1, grp+8 c0, grp+8 c1]
-  auto load_w = [&](WStage& w, int st) {
-    const int c = st * kRowsStage;
-    const uint4 z = make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int c0 = c + 64 * u;
-      w[u][0] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0)) : z;
-      w[u][1] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0 + 32)) : z;
-      w[u][2] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0)) : z;
-      w[u][3] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0 + 32)) : z;
-    }
-  };
-  auto load_x = [&](int st) {
-    T* dst = xs + (st % kRowsStages) * STAGE;
-    const int64_t c = int64_t(s_begin + st) * kRowsStage;
-    for (int e = threadIdx.x; e < RP * (kRowsStage / 8); e += blockDim.x) {
-      const int r = e / (kRowsStage / 8), piece = e % (kRowsStage / 8);
-      const bool ok = r < p.R;
-      cp_async16(dst + r * kRowsPitch + 8 * piece, p.X + int64_t(ok ? r : 0) * in + c + 8 * piece, ok ? 16 : 0);
-    }
-  };
   float acc[NT][4];
+  WStage w0, w1;
+  bool waited = false;
+  for (int64_t seg = begin; seg < end;) {
+    const int rb = int(seg / S), s0 = int(seg - int64_t(rb) * S);
+    const int nst = int(min(end, int64_t(rb + 1) * S) - seg);
+    seg += nst;
+    // This lane's A rows grp and grp + 8 (GLU: one unit's gate and up rows).
+    const int unit = rb * (kRowsBlock / 2) + warp * 8 + grp;
+    const int ra = GLU ? unit : rb * kRowsBlock + warp * 16 + grp, rbw = GLU ? inter + unit : ra + 8;
+    const bool la = GLU ? unit < inter : ra < out, lb = GLU ? la : rbw < out;
+    const T* wa = p.W + int64_t(la ? ra : 0) * in + int64_t(s0) * kRowsStage + 8 * qd;
+    const T* wb = p.W + int64_t(lb ? rbw : 0) * in + int64_t(s0) * kRowsStage + 8 * qd;
+    auto load_w = [&](WStage& w, int st) {
+      const int c = st * kRowsStage;
+      const uint4 z = make_uint4(0, 0, 0, 0);
 #pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
-  auto compute = [&](const WStage& w, int st) {
-    const T* xb = xs + (st % kRowsStages) * STAGE + grp * kRowsPitch + 8 * qd;
+      for (int u = 0; u < 2; ++u) {
+        const int c0 = c + 64 * u;
+        w[u][0] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0)) : z;
+        w[u][1] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0 + 32)) : z;
+        w[u][2] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0)) : z;
+        w[u][3] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0 + 32)) : z;
+      }
+    };
+    auto load_x = [&](int st) {
+      T* dst = xs + (st % kRowsStages) * STAGE;
+      const int64_t c = int64_t(s0 + st) * kRowsStage;
+      for (int e = threadIdx.x; e < RP * (kRowsStage / 8); e += blockDim.x) {
+        const int r = e / (kRowsStage / 8), piece = e % (kRowsStage / 8);
+        const bool ok = r < p.R;
+        cp_async16(dst + r * kRowsPitch + 8 * piece, p.X + int64_t(ok ? r : 0) * in + c + 8 * piece, ok ? 16 : 0);
+      }
+    };
+    auto compute = [&](const WStage& w, int st) {
+      const T* xb = xs + (st % kRowsStages) * STAGE + grp * kRowsPitch + 8 * qd;
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const uint32_t* ga0 = reinterpret_cast<const uint32_t*>(&w[u][0]);
-      const uint32_t* ga1 = reinterpret_cast<const uint32_t*>(&w[u][1]);
-      const uint32_t* gb0 = reinterpret_cast<const uint32_t*>(&w[u][2]);
-      const uint32_t* gb1 = reinterpret_cast<const uint32_t*>(&w[u][3]);
+      for (int u = 0; u < 2; ++u) {
+        const uint32_t* ga0 = reinterpret_cast<const uint32_t*>(&w[u][0]);
+        const uint32_t* ga1 = reinterpret_cast<const uint32_t*>(&w[u][1]);
+        const uint32_t* gb0 = reinterpret_cast<const uint32_t*>(&w[u][2]);
+        const uint32_t* gb1 = reinterpret_cast<const uint32_t*>(&w[u][3]);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const T* xr = xb + t * 8 * kRowsPitch + 64 * u;
+          const uint4 x0 = *reinterpret_cast<const uint4*>(xr);
+          const uint4 x1 = *reinterpret_cast<const uint4*>(xr + 32);
+          const uint32_t* xw0 = reinterpret_cast<const uint32_t*>(&x0);
+          const uint32_t* xw1 = reinterpret_cast<const uint32_t*>(&x1);
+          M::mma(acc[t], {ga0[0], gb0[0], ga0[1], gb0[1]}, xw0[0], xw0[1]);
+          M::mma(acc[t], {ga0[2], gb0[2], ga0[3], gb0[3]}, xw0[2], xw0[3]);
+          M::mma(acc[t], {ga1[0], gb1[0], ga1[1], gb1[1]}, xw1[0], xw1[1]);
+          M::mma(acc[t], {ga1[2], gb1[2], ga1[3], gb1[3]}, xw1[2], xw1[3]);
+        }
+      }
+    };
+    // Before computing stage st: its X has landed (every thread's part) and
+    // every warp is done with stage st - 1, whose buffer takes stage st + 2.
+    auto next_stage = [&](int st) {
+      cp_async_wait<kRowsStages - 2>();
+      __syncthreads();
+      if (st + kRowsStages - 1 < nst) load_x(st + kRowsStages - 1);
+      cp_async_commit();
+    };
+
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+    load_w(w0, 0);
+    if (!waited) {  // the first weights load before the wait: they overlap the kernel that writes X
+      pdl_wait();
+      waited = true;
+    } else {
+      __syncthreads();  // every warp is done with the last segment's X buffers
+    }
+#pragma unroll
+    for (int st = 0; st < kRowsStages - 1; ++st) {
+      if (st < nst) load_x(st);
+      cp_async_commit();
+    }
+    for (int st = 0; st < nst; st += 2) {
+      next_stage(st);
+      if (st + 1 < nst) load_w(w1, st + 1);
+      compute(w0, st);
+      if (st + 1 >= nst) break;
+      next_stage(st + 1);
+      if (st + 2 < nst) load_w(w0, st + 2);
+      compute(w1, st + 1);
+    }
+    cp_async_wait<0>();
+
+    // acc[t]: rows grp and grp + 8 of the warp, X rows (tokens) 8t + 2qd and +1.
+    auto finish = [&](int n, int row_g, float g0, float u0) {  // one output (GLU: one unit)
+      if (n >= p.R) return;
+      if constexpr (GLU) {
+        if (row_g >= inter) return;
+        const float g = g0 + (p.glu_bias ? p.glu_bias[row_g] : 0.f);
+        const float u = u0 + (p.glu_bias ? p.glu_bias[inter + row_g] : 0.f);
+        p.act[int64_t(n) * inter + row_g] = from_f<T>(silu_gate(g, u));
+      } else {
+        if (row_g < out) p.Y[int64_t(n) * out + row_g] = g0;
+      }
+    };
+    const int first = stream_k_owner(int64_t(rb) * S, units, gridDim.x);
+    const int owners = stream_k_owner(int64_t(rb + 1) * S - 1, units, gridDim.x) - first + 1;
+    if (owners == 1) {
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const T* xr = xb + t * 8 * kRowsPitch + 64 * u;
-        const uint4 x0 = *reinterpret_cast<const uint4*>(xr);
-        const uint4 x1 = *reinterpret_cast<const uint4*>(xr + 32);
-        const uint32_t* xw0 = reinterpret_cast<const uint32_t*>(&x0);
-        const uint32_t* xw1 = reinterpret_cast<const uint32_t*>(&x1);
-        M::mma(acc[t], {ga0[0], gb0[0], ga0[1], gb0[1]}, xw0[0], xw0[1]);
-        M::mma(acc[t], {ga0[2], gb0[2], ga0[3], gb0[3]}, xw0[2], xw0[3]);
-        M::mma(acc[t], {ga1[0], gb1[0], ga1[1], gb1[1]}, xw1[0], xw1[1]);
-        M::mma(acc[t], {ga1[2], gb1[2], ga1[3], gb1[3]}, xw1[2], xw1[3]);
+        const int n = t * 8 + 2 * qd;
+        if constexpr (GLU) {
+          finish(n, unit, acc[t][0], acc[t][2]);
+          finish(n + 1, unit, acc[t][1], acc[t][3]);
+        } else {
+          finish(n, ra, acc[t][0], 0.f);
+          finish(n + 1, ra, acc[t][1], 0.f);
+          finish(n, rbw, acc[t][2], 0.f);
+          finish(n + 1, rbw, acc[t][3], 0.f);
+        }
       }
+      continue;
     }
-  };
-  // Before computing stage st: its X has landed (every thread's part) and
-  // every warp is done with stage st - 1, whose buffer takes stage st + 2.
-  auto next_stage = [&](int st) {
-    cp_async_wait<kRowsStages - 2>();
-    __syncthreads();
-    if (st + kRowsStages - 1 < nst) load_x(st + kRowsStages - 1);
-    cp_async_commit();
-  };
-
-  WStage w0, w1;
-  if (nst > 0) load_w(w0, 0);  // before the wait: overlaps the kernel that writes X
-  pdl_wait();
-#pragma unroll
-  for (int st = 0; st < kRowsStages - 1; ++st) {
-    if (st < nst) load_x(st);
-    cp_async_commit();
-  }
-  for (int st = 0; st < nst; st += 2) {
-    next_stage(st);
-    if (st + 1 < nst) load_w(w1, st + 1);
-    compute(w0, st);
-    if (st + 1 >= nst) break;
-    next_stage(st + 1);
-    if (st + 2 < nst) load_w(w0, st + 2);
-    compute(w1, st + 1);
-  }
-
-  // acc[t]: rows grp and grp + 8 of the warp, X rows (tokens) 8t + 2qd and +1.
-  auto finish = [&](int n, int row_g, float g0, float u0) {  // one output (GLU: one unit)
-    if (n >= p.R) return;
-    if constexpr (GLU) {
-      if (row_g >= inter) return;
-      const float g = g0 + (p.glu_bias ? p.glu_bias[row_g] : 0.f), u = u0 + (p.glu_bias ? p.glu_bias[inter + row_g] : 0.f);
-      p.act[int64_t(n) * inter + row_g] = from_f<T>(silu_gate(g, u));
-    } else {
-      if (row_g < out) p.Y[int64_t(n) * out + row_g] = g0;
-    }
-  };
-  if (p.splits == 1) {
+    // Shared row block: this block's partial tile, (token, local row).
+    float* mine = p.ws + int64_t(blockIdx.x + rb) * TILE;
+    const int l0 = warp * 16 + grp;
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       const int n = t * 8 + 2 * qd;
-      if constexpr (GLU) {
-        finish(n, unit, acc[t][0], acc[t][2]);
-        finish(n + 1, unit, acc[t][1], acc[t][3]);
-      } else {
-        finish(n, ra, acc[t][0], 0.f);
-        finish(n + 1, ra, acc[t][1], 0.f);
-        finish(n, rb, acc[t][2], 0.f);
-        finish(n + 1, rb, acc[t][3], 0.f);
+      mine[n * kRowsBlock + l0] = acc[t][0];
+      mine[(n + 1) * kRowsBlock + l0] = acc[t][1];
+      mine[n * kRowsBlock + l0 + 8] = acc[t][2];
+      mine[(n + 1) * kRowsBlock + l0 + 8] = acc[t][3];
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      last = atomicAdd(p.counters + rb, 1u) == unsigned(owners - 1);
+      if (last) p.counters[rb] = 0;  // every owner has arrived: rearmed for the next launch
+    }
+    __syncthreads();
+    if (!last) continue;
+    __threadfence();
+    // Sum the owners' tiles: each thread NT / 2 pairs of float4 (GLU: a gate
+    // run of 4 units and their up run; else two runs of 4 rows), all owners'
+    // loads of a round in flight together.
+    constexpr int PAIRS = NT / 2;  // RP * 128 / 8 / 256
+    float4 sa[PAIRS], sb[PAIRS];
+    int ia[PAIRS];
+#pragma unroll
+    for (int v = 0; v < PAIRS; ++v) {
+      const int c = threadIdx.x + v * 256;  // pair index: token c / 16, 4-row run c % 16 of the gate (or first) half
+      const int n = c / 16, j = c % 16;
+      ia[v] = n * kRowsBlock + (j / 2) * 16 + (j % 2) * 4;
+      sa[v] = sb[v] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    auto add4 = [](float4& a, const float4 b) { a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w; };
+#pragma unroll 2
+    for (int o = 0; o < owners; ++o) {
+      const float* tile = p.ws + int64_t(first + o + rb) * TILE;
+#pragma unroll
+      for (int v = 0; v < PAIRS; ++v) {
+        add4(sa[v], __ldcg(reinterpret_cast<const float4*>(tile + ia[v])));
+        add4(sb[v], __ldcg(reinterpret_cast<const float4*>(tile + ia[v] + 8)));
       }
     }
-    return;
-  }
-  // Split K: this block's partial tile, (token, local row), to ws.
-  constexpr int TILE = RP * kRowsBlock;
-  float* tile = p.ws + int64_t(blockIdx.x) * p.splits * TILE;
-  float* mine = tile + int64_t(split) * TILE;
-  const int l0 = warp * 16 + grp;
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const int n = t * 8 + 2 * qd;
-    mine[n * kRowsBlock + l0] = acc[t][0];
-    mine[(n + 1) * kRowsBlock + l0] = acc[t][1];
-    mine[n * kRowsBlock + l0 + 8] = acc[t][2];
-    mine[(n + 1) * kRowsBlock + l0 + 8] = acc[t][3];
-  }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(p.counters + blockIdx.x, 1u) == unsigned(p.splits - 1);
-    if (last) p.counters[blockIdx.x] = 0;  // every split has arrived: rearmed for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  auto sum = [&](int i) {
-    float a = 0.f;
-    for (int s = 0; s < p.splits; ++s) a += __ldcg(tile + int64_t(s) * TILE + i);
-    return a;
-  };
-  if constexpr (GLU) {
-    for (int e = threadIdx.x; e < p.R * (kRowsBlock / 2); e += blockDim.x) {
-      const int n = e / (kRowsBlock / 2), j = e % (kRowsBlock / 2);
-      const int l = (j / 8) * 16 + j % 8;  // gate row of unit j; its up row is l + 8
-      finish(n, blockIdx.x * (kRowsBlock / 2) + j, sum(n * kRowsBlock + l), sum(n * kRowsBlock + l + 8));
+    for (int v = 0; v < PAIRS; ++v) {
+      const int c = threadIdx.x + v * 256, n = c / 16, j = c % 16;
+      const float a[4] = {sa[v].x, sa[v].y, sa[v].z, sa[v].w}, b[4] = {sb[v].x, sb[v].y, sb[v].z, sb[v].w};
+      const int l = (j / 2) * 16 + (j % 2) * 4;  // local row of a[0]; b[0] is row l + 8
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if constexpr (GLU) {
+          finish(n, rb * (kRowsBlock / 2) + (j / 2) * 8 + (j % 2) * 4 + k, a[k], b[k]);
+        } else {
+          finish(n, rb * kRowsBlock + l + k, a[k], 0.f);
+          finish(n, rb * kRowsBlock + l + 8 + k, b[k], 0.f);
+        }
+      }
     }
-  } else {
-    for (int e = threadIdx.x; e < p.R * kRowsBlock; e += blockDim.x)
-      finish(e / kRowsBlock, blockIdx.x * kRowsBlock + e % kRowsBlock, sum(e), 0.f);
   }
 }
 
