@@ -8,14 +8,6 @@ M=tests/fixtures/models
 O=$OUT
 python3 tools/cuda/make_wide_models.py /tmp/w >/dev/null
 V="--factor 3 --window 128 --first-chunk 40"
-{
-for d in bf16 fp16; do timeout 60 $B parity $M tests/fixtures/golden --dtype $d; echo "exit $?"; done
-timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 $V --sessions 16; echo "exit $?"
-timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype fp16 $V --sessions 40; echo "exit $?"
-timeout 150 $B versus /tmp/w/llama-hd128-g1 --dtype bf16 $V --sessions 64; echo "exit $?"
-timeout 120 $B versus /tmp/w/llama-hd128-g8 --dtype bf16 $V --sessions 24; echo "exit $?"
-} > $O/checks.jsonl 2>&1 &
-CK=$!
 for i in 1 2; do
   for g in 0 64; do
     echo "== STREAMSINK_GEMM_ROWS=$g"
@@ -39,7 +31,13 @@ for i in sorted(by):
         n+=1
         if n>=8: break
 PY
-wait $CK
+{
+for d in bf16 fp16; do timeout 60 $B parity $M tests/fixtures/golden --dtype $d; echo "exit $?"; done
+timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 $V --sessions 16; echo "exit $?"
+timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype fp16 $V --sessions 40; echo "exit $?"
+timeout 150 $B versus /tmp/w/llama-hd128-g1 --dtype bf16 $V --sessions 64; echo "exit $?"
+timeout 120 $B versus /tmp/w/llama-hd128-g8 --dtype bf16 $V --sessions 24; echo "exit $?"
+} > $O/checks.jsonl 2>&1
 echo "checks pass $(grep -c '"pass":true' $O/checks.jsonl) fail $(grep -c '"pass":false' $O/checks.jsonl)"; grep "exit [1-9]" $O/checks.jsonl | head -3
 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 --factor 2 --window 128 \
   --first-chunk 40 --sessions 16 > $O/memcheck.log 2>&1; echo "memcheck exit $?" | tee -a $O/memcheck.log; tail -2 $O/memcheck.log
