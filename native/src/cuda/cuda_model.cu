@@ -456,7 +456,8 @@ class CudaModel final : public GpuBackend {
     const int64_t row_blocks = glu ? (out / 2 + gpu::kRowsBlock / 2 - 1) / (gpu::kRowsBlock / 2)
                                    : (out + gpu::kRowsBlock - 1) / gpu::kRowsBlock;
     const int64_t slots = int64_t(glu ? rows_per_sm_for<true>(nt) : rows_per_sm_for<false>(nt)) * sm_count_;
-    const int64_t blocks = std::min(slots, row_blocks * (in / gpu::kRowsStage));
+    const int64_t grid = gemm_rows_blocks_ > 0 ? gemm_rows_blocks_ : slots;
+    const int64_t blocks = std::min(grid, row_blocks * (in / gpu::kRowsStage));
     const size_t tile = size_t(8 * nt * gpu::kRowsBlock) * sizeof(float);
     return {row_blocks, blocks, size_t(blocks + row_blocks) * tile, size_t(row_blocks) * sizeof(unsigned)};
   }
@@ -736,6 +737,7 @@ class CudaModel final : public GpuBackend {
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
   const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 64);  // most rows for gemm_rows (0: cuBLAS)
+  const int gemm_rows_blocks_ = env_int("STREAMSINK_GEMM_ROWS_BLOCKS", 0);  // grid size for tests (0: resident slots)
   DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
   // those kernels out of every layer: for timing what each costs inside a

@@ -37,6 +37,8 @@ timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 $V --sessions 16; echo 
 timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype fp16 $V --sessions 40; echo "exit $?"
 timeout 150 $B versus /tmp/w/llama-hd128-g1 --dtype bf16 $V --sessions 64; echo "exit $?"
 timeout 120 $B versus /tmp/w/llama-hd128-g8 --dtype bf16 $V --sessions 24; echo "exit $?"
+STREAMSINK_GEMM_ROWS_BLOCKS=5 timeout 120 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 $V --sessions 16; echo "exit $? (5 blocks)"
+STREAMSINK_GEMM_ROWS_BLOCKS=3 timeout 120 $B versus /tmp/w/llama-hd128-g2 --dtype fp16 $V --sessions 12; echo "exit $? (3 blocks)"
 } > $O/checks.jsonl 2>&1
 echo "checks pass $(grep -c '"pass":true' $O/checks.jsonl) fail $(grep -c '"pass":false' $O/checks.jsonl)"; grep "exit [1-9]" $O/checks.jsonl | head -3
 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $B versus /tmp/w/llama-hd128-g4 --dtype bf16 --factor 2 --window 128 \
