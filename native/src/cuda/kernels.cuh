@@ -1240,7 +1240,7 @@ __device__ __forceinline__ void cp_async_wait() {
 // stages of 128 columns; a block keeps 3 stages of X in shared memory, each
 // X row padded to 160 elements (320 bytes: the two X rows one quarter-warp
 // reads start 64 bytes apart in the banks, so 16-byte reads never conflict).
-constexpr int kRowsWarps = 8, kRowsBlock = 16 * kRowsWarps, kRowsStage = 128, kRowsPitch = 160, kRowsStages = 3;
+constexpr int kRowsWarps = 8, kRowsBlock = 16 * kRowsWarps, kRowsStage = 128, kRowsPitch = 160, kRowsStages = 4;
 
 template <typename T>
 struct GemmRowsArgs {
@@ -1303,35 +1303,51 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     const int rb = int(seg / S), s0 = int(seg - int64_t(rb) * S);
     const int nst = int(min(end, int64_t(rb + 1) * S) - seg);
     seg += nst;
-    // This lane's A rows grp and grp + 8 (GLU: one unit's gate and up rows).
+    // This lane's A rows grp and grp + 8 (GLU: one unit's gate and up rows);
+    // rows past the matrix read row 0 and their results are dropped.
     const int unit = rb * (kRowsBlock / 2) + warp * 8 + grp;
     const int ra = GLU ? unit : rb * kRowsBlock + warp * 16 + grp, rbw = GLU ? inter + unit : ra + 8;
     const bool la = GLU ? unit < inter : ra < out, lb = GLU ? la : rbw < out;
-    const T* wa = p.W + int64_t(la ? ra : 0) * in + int64_t(s0) * kRowsStage + 8 * qd;
-    const T* wb = p.W + int64_t(lb ? rbw : 0) * in + int64_t(s0) * kRowsStage + 8 * qd;
-    auto load_w = [&](WStage& w, int st) {
-      const int c = st * kRowsStage;
-      const uint4 z = make_uint4(0, 0, 0, 0);
+    // Pointers advance one stage at a time: no per-stage address arithmetic.
+    const uint4* pa = reinterpret_cast<const uint4*>(p.W + int64_t(la ? ra : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
+    const uint4* pb = reinterpret_cast<const uint4*>(p.W + int64_t(lb ? rbw : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
+    auto load_w = [&](WStage& w) {  // 64 columns = 8 uint4 per 64-column half, +32 columns = +4
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
-        const int c0 = c + 64 * u;
-        w[u][0] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0)) : z;
-        w[u][1] = la ? __ldcs(reinterpret_cast<const uint4*>(wa + c0 + 32)) : z;
-        w[u][2] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0)) : z;
-        w[u][3] = lb ? __ldcs(reinterpret_cast<const uint4*>(wb + c0 + 32)) : z;
+        w[u][0] = __ldcs(pa + 8 * u);
+        w[u][1] = __ldcs(pa + 8 * u + 4);
+        w[u][2] = __ldcs(pb + 8 * u);
+        w[u][3] = __ldcs(pb + 8 * u + 4);
       }
+      pa += kRowsStage / 8;
+      pb += kRowsStage / 8;
     };
-    auto load_x = [&](int st) {
-      T* dst = xs + (st % kRowsStages) * STAGE;
-      const int64_t c = int64_t(s0 + st) * kRowsStage;
-      for (int e = threadIdx.x; e < RP * (kRowsStage / 8); e += blockDim.x) {
-        const int r = e / (kRowsStage / 8), piece = e % (kRowsStage / 8);
-        const bool ok = r < p.R;
-        cp_async16(dst + r * kRowsPitch + 8 * piece, p.X + int64_t(ok ? r : 0) * in + c + 8 * piece, ok ? 16 : 0);
+    // X: this thread's NT / 2 16-byte pieces of every stage (RP rows x 16).
+    constexpr int PIECES = RP * (kRowsStage / 8) / 256;
+    const T* xsrc[PIECES];
+    unsigned xdst[PIECES];
+    int xbytes[PIECES];
+#pragma unroll
+    for (int k = 0; k < PIECES; ++k) {
+      const int e = threadIdx.x + 256 * k, r = e / (kRowsStage / 8), piece = e % (kRowsStage / 8);
+      xbytes[k] = r < p.R ? 16 : 0;
+      xsrc[k] = p.X + int64_t(r < p.R ? r : 0) * in + int64_t(s0) * kRowsStage + 8 * piece;
+      xdst[k] = static_cast<unsigned>(__cvta_generic_to_shared(xs + r * kRowsPitch + 8 * piece));
+    }
+    int x_next = 0;  // next stage to load
+    auto load_x = [&]() {
+      const unsigned buf = unsigned((x_next % kRowsStages) * STAGE * sizeof(T));
+#pragma unroll
+      for (int k = 0; k < PIECES; ++k) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(xdst[k] + buf), "l"(xsrc[k]), "r"(xbytes[k])
+                     : "memory");
+        xsrc[k] += kRowsStage;
       }
+      ++x_next;
     };
+    const T* xlane = xs + grp * kRowsPitch + 8 * qd;
     auto compute = [&](const WStage& w, int st) {
-      const T* xb = xs + (st % kRowsStages) * STAGE + grp * kRowsPitch + 8 * qd;
+      const T* xb = xlane + (st % kRowsStages) * STAGE;
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
         const uint32_t* ga0 = reinterpret_cast<const uint32_t*>(&w[u][0]);
@@ -1357,13 +1373,13 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     auto next_stage = [&](int st) {
       cp_async_wait<kRowsStages - 2>();
       __syncthreads();
-      if (st + kRowsStages - 1 < nst) load_x(st + kRowsStages - 1);
+      if (st + kRowsStages - 1 < nst) load_x();
       cp_async_commit();
     };
 
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
-    load_w(w0, 0);
+    load_w(w0);
     if (!waited) {  // the first weights load before the wait: they overlap the kernel that writes X
       pdl_wait();
       waited = true;
@@ -1372,16 +1388,16 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     }
 #pragma unroll
     for (int st = 0; st < kRowsStages - 1; ++st) {
-      if (st < nst) load_x(st);
+      if (st < nst) load_x();
       cp_async_commit();
     }
     for (int st = 0; st < nst; st += 2) {
       next_stage(st);
-      if (st + 1 < nst) load_w(w1, st + 1);
+      if (st + 1 < nst) load_w(w1);
       compute(w0, st);
       if (st + 1 >= nst) break;
       next_stage(st + 1);
-      if (st + 2 < nst) load_w(w0, st + 2);
+      if (st + 2 < nst) load_w(w0);
       compute(w1, st + 1);
     }
     cp_async_wait<0>();
