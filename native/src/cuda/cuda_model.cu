@@ -412,37 +412,31 @@ class CudaModel final : public GpuBackend {
   }
 
   // Up to STREAMSINK_GEMM_ROWS (default 64) rows of bf16/fp16 not taken by
-  // the GEMVs above: gpu::gemm_rows, NT tiles of 8 rows of X (even, 2..8).
+  // the GEMVs above: gpu::gemm_rows, MT tiles of 16 rows of X (1..4).
   bool rows_gemm(int64_t rows, int64_t in) const {
     return sizeof(T) == 2 && rows >= 1 && rows <= std::min(gemm_rows_max_, 64) && in % gpu::kRowsStage == 0;
   }
-  static int rows_nt(int64_t rows) { return int((rows + 15) / 16) * 2; }
-  template <int NT, bool GLU>
-  static size_t rows_smem() { return size_t(gpu::kRowsStages) * 8 * NT * gpu::kRowsPitch * sizeof(T); }
-  // Resident gemm_rows blocks per SM (and the shared memory opt-in, once).
-  template <int NT, bool GLU>
+  static int rows_mt(int64_t rows) { return int((rows + 15) / 16); }
+  // Resident gemm_rows blocks per SM.
+  template <int MT, bool GLU>
   static int rows_per_sm() {
     static const int n = [] {
-      const size_t smem = rows_smem<NT, GLU>();
-      check(cudaFuncSetAttribute(gpu::gemm_rows<T, NT, GLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-            "gemm_rows smem");
       int blocks = 0;
-      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gpu::gemm_rows<T, NT, GLU>, 256, smem),
-            "gemm_rows occupancy");
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, gpu::gemm_rows<T, MT, GLU>, 256, 0), "gemm_rows occupancy");
       return std::max(blocks, 1);
     }();
     return n;
   }
   template <bool GLU>
-  int rows_per_sm_for(int nt) const {
+  int rows_per_sm_for(int mt) const {
     if constexpr (sizeof(T) != 2) {
       return 1;  // not used: rows_gemm is false
     } else {
-      switch (nt) {
+      switch (mt) {
+        case 1: return rows_per_sm<1, GLU>();
         case 2: return rows_per_sm<2, GLU>();
-        case 4: return rows_per_sm<4, GLU>();
-        case 6: return rows_per_sm<6, GLU>();
-        default: return rows_per_sm<8, GLU>();
+        case 3: return rows_per_sm<3, GLU>();
+        default: return rows_per_sm<4, GLU>();
       }
     }
   }
@@ -452,17 +446,17 @@ class CudaModel final : public GpuBackend {
     size_t ws_bytes, counter_bytes;
   };
   RowsPlan rows_plan(int64_t rows, int64_t in, int64_t out, bool glu) const {
-    const int nt = rows_nt(rows);
+    const int mt = rows_mt(rows);
     const int64_t row_blocks = glu ? (out / 2 + gpu::kRowsBlock / 2 - 1) / (gpu::kRowsBlock / 2)
                                    : (out + gpu::kRowsBlock - 1) / gpu::kRowsBlock;
-    const int64_t slots = int64_t(glu ? rows_per_sm_for<true>(nt) : rows_per_sm_for<false>(nt)) * sm_count_;
+    const int64_t slots = int64_t(glu ? rows_per_sm_for<true>(mt) : rows_per_sm_for<false>(mt)) * sm_count_;
     const int64_t grid = gemm_rows_blocks_ > 0 ? gemm_rows_blocks_ : slots;
     const int64_t blocks = std::min(grid, row_blocks * (in / gpu::kRowsStage));
-    const size_t tile = size_t(8 * nt * gpu::kRowsBlock) * sizeof(float);
+    const size_t tile = size_t(16 * mt * gpu::kRowsBlock) * sizeof(float);
     return {row_blocks, blocks, size_t(blocks + row_blocks) * tile, size_t(row_blocks) * sizeof(unsigned)};
   }
-  template <int NT, bool GLU>
-  void gemm_rows_nt(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
+  template <int MT, bool GLU>
+  void gemm_rows_mt(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
                     T* act) {
     if constexpr (sizeof(T) == 2) {
       const RowsPlan plan = rows_plan(rows, in, out, GLU);
@@ -481,18 +475,17 @@ class CudaModel final : public GpuBackend {
       a.ws = rows_ws_.get<float>();
       a.counters = rows_counters_.get<unsigned>();
       DependentLaunch dl(dim3(unsigned(plan.blocks)), dim3(256), stream_, pdl_);
-      dl.cfg.dynamicSmemBytes = rows_smem<NT, GLU>();
-      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemm_rows<T, NT, GLU>, a), "gemm_rows launch");
+      check(cudaLaunchKernelEx(&dl.cfg, gpu::gemm_rows<T, MT, GLU>, a), "gemm_rows launch");
     }
   }
   template <bool GLU>
   void gemm_rows(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, float* y, const float* bias,
                  T* act) {
-    switch (rows_nt(rows)) {
-      case 2: return gemm_rows_nt<2, GLU>(w, x, rows, in, out, y, bias, act);
-      case 4: return gemm_rows_nt<4, GLU>(w, x, rows, in, out, y, bias, act);
-      case 6: return gemm_rows_nt<6, GLU>(w, x, rows, in, out, y, bias, act);
-      default: return gemm_rows_nt<8, GLU>(w, x, rows, in, out, y, bias, act);
+    switch (rows_mt(rows)) {
+      case 1: return gemm_rows_mt<1, GLU>(w, x, rows, in, out, y, bias, act);
+      case 2: return gemm_rows_mt<2, GLU>(w, x, rows, in, out, y, bias, act);
+      case 3: return gemm_rows_mt<3, GLU>(w, x, rows, in, out, y, bias, act);
+      default: return gemm_rows_mt<4, GLU>(w, x, rows, in, out, y, bias, act);
     }
   }
   // Reserves gemm_rows's split-K workspace and counters for a step of `rows`

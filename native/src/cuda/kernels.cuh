@@ -1224,23 +1224,9 @@ __global__ void __launch_bounds__(256) gemv_mma(const T* __restrict__ W, const T
   }
 }
 
-// 16 bytes global -> shared through L2 only (cp.async); bytes past src_bytes
-// (0 or 16) are zero-filled.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // gemm_rows geometry: a row block is 128 rows of W (8 warps x 16), walked in
-// stages of 128 columns; a block keeps 3 stages of X in shared memory, each
-// X row padded to 160 elements (320 bytes: the two X rows one quarter-warp
-// reads start 64 bytes apart in the banks, so 16-byte reads never conflict).
-constexpr int kRowsWarps = 8, kRowsBlock = 16 * kRowsWarps, kRowsStage = 128, kRowsPitch = 160, kRowsStages = 4;
+// stages of 128 columns (4 chunks of 32).
+constexpr int kRowsWarps = 8, kRowsBlock = 16 * kRowsWarps, kRowsStage = 128;
 
 template <typename T>
 struct GemmRowsArgs {
@@ -1251,7 +1237,7 @@ struct GemmRowsArgs {
   float* Y;  // (R, out) fp32, unless act takes the result
   const float* glu_bias;  // GLU: [gate | up] bias or null
   T* act;  // GLU: (R, out / 2)
-  float* ws;  // (gridDim.x + row_blocks) partial tiles of (8 NT, 128) fp32
+  float* ws;  // (gridDim.x + row_blocks) partial tiles of (16 MT, 128) fp32
   unsigned* counters;  // arrivals per row block, zero between launches
 };
 
@@ -1259,14 +1245,17 @@ struct GemmRowsArgs {
 // (block b owns [b u / g, (b + 1) u / g)).
 __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { return int(((x + 1) * g - 1) / u); }
 
-// Y (R, out) = X (R, in) W^T for 9..64 rows on tensor cores, streaming W at
-// the bandwidth limit where cuBLAS's small-N tiles do not (measured 47-77% of
-// the DRAM bandwidth at 32 rows): each weight is loaded once from DRAM
-// straight into registers as the A operand (the k-permuted 16-byte words of
-// gemv_mma), and X, the B operand, is staged through shared memory with
-// cp.async, so the 8 warps of a block share every X read (gemv_mma re-reads
-// X from L2 for every 16 weight rows, which is what limits it to 8 rows).
-// The next stage's weights are in flight while the current one is used.
+// Y (R, out) = X (R, in) W^T for 9..64 rows on tensor cores (MT tiles of 16
+// rows of X), streaming W at the bandwidth limit where cuBLAS's small-N tiles
+// do not. m16n8k16 MMAs with X as the A operand and W as B: a lane's 16-byte
+// load of a W row (columns 8qd..8qd+7 of a 32-column chunk) is the B operand
+// of two MMAs as it stands (a dot product does not depend on the order of
+// its terms, so the k order is permuted to match), and each A fragment read
+// from shared memory serves both of the warp's 8-row W tiles. X goes through
+// registers into shared memory already in fragment order (one 16-byte read
+// per A operand, conflict-free, and no register shuffling before an MMA); the
+// 8 warps of a block share it. The next stage's weights and X are in flight
+// while the current stage is used.
 //
 // Stream-K: the grid is the resident block count and block b takes an equal
 // run of the (row block, stage) units, so every SM streams the same number of
@@ -1278,15 +1267,16 @@ __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { ret
 // (block, row block) pairs form a staircase, so b + rb never repeats.
 //
 // GLU: a row block is 64 gate rows and the up rows of the same units (warp w:
-// units 8w..8w+7 as its rows grp and grp + 8), and the result is
-// act (R, out/2) = silu(gate + b) * (up + b') in T. in % 128 == 0; rows past
-// out or R are zeros.
-template <typename T, int NT, bool GLU>
-__global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
+// units 8w..8w+7, its first W tile the gates and its second the ups), and the
+// result is act (R, out/2) = silu(gate + b) * (up + b') in T. in % 128 == 0;
+// rows past out or R are zeros.
+template <typename T, int MT, bool GLU>
+__global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T> p) {
   using M = MmaType<T>;
-  constexpr int RP = 8 * NT, STAGE = RP * kRowsPitch, TILE = RP * kRowsBlock;
-  extern __shared__ __align__(16) unsigned char gemm_rows_smem[];
-  T* xs = reinterpret_cast<T*>(gemm_rows_smem);
+  constexpr int RP = 16 * MT, TILE = RP * kRowsBlock;
+  // Two stages of X in fragment order: [m tile][chunk][MMA of the chunk][lane].
+  constexpr int FRAGS = MT * 4 * 2 * 32;
+  __shared__ uint4 xs[2][FRAGS];
   __shared__ bool last;
   pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane >> 2, qd = lane & 3;
@@ -1295,90 +1285,98 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
   const int64_t units = int64_t(p.row_blocks) * S;
   const int64_t begin = units * blockIdx.x / gridDim.x, end = units * (blockIdx.x + 1) / gridDim.x;
 
-  using WStage = uint4[2][4];  // [64-column half][row grp c0, grp c1, grp+8 c0, grp+8 c1]
-  float acc[NT][4];
+  // X pieces of this thread: MT 16-byte pieces per stage (RP rows x 16), and
+  // where their four words go: word i of row g (+8 hi) in the A fragment of
+  // MMA i / 2, register hi + 2 (i % 2).
+  int xrow[MT], xsmem[MT];
+#pragma unroll
+  for (int k = 0; k < MT; ++k) {
+    const int e = threadIdx.x + 256 * k, r = e / 16, j = e % 16;
+    const int m = r / 16, g = r % 16, c = j / 4, q = j % 4;
+    xsmem[k] = (((m * 4 + c) * 2) * 32 + (g % 8) * 4 + q) * 4 + g / 8;  // in 32-bit words
+    xrow[k] = (r << 8) | j;  // row and piece, unpacked per segment
+  }
+
+  using WStage = uint4[2][4];  // [W tile][32-column chunk]
+  float acc[MT][2][4];
   WStage w0, w1;
+  uint4 xr[MT];
   bool waited = false;
   for (int64_t seg = begin; seg < end;) {
     const int rb = int(seg / S), s0 = int(seg - int64_t(rb) * S);
     const int nst = int(min(end, int64_t(rb + 1) * S) - seg);
     seg += nst;
-    // This lane's A rows grp and grp + 8 (GLU: one unit's gate and up rows);
-    // rows past the matrix read row 0 and their results are dropped.
+    // This lane's W rows: tile 0 row grp, tile 1 row 8 + grp of the warp's
+    // 16 (GLU: one unit's gate and up rows); rows past the matrix read row 0
+    // and their results are dropped.
     const int unit = rb * (kRowsBlock / 2) + warp * 8 + grp;
-    const int ra = GLU ? unit : rb * kRowsBlock + warp * 16 + grp, rbw = GLU ? inter + unit : ra + 8;
-    const bool la = GLU ? unit < inter : ra < out, lb = GLU ? la : rbw < out;
-    // Pointers advance one stage at a time: no per-stage address arithmetic.
-    const uint4* pa = reinterpret_cast<const uint4*>(p.W + int64_t(la ? ra : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
-    const uint4* pb = reinterpret_cast<const uint4*>(p.W + int64_t(lb ? rbw : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
-    auto load_w = [&](WStage& w) {  // 64 columns = 8 uint4 per 64-column half, +32 columns = +4
+    const int r0 = GLU ? unit : rb * kRowsBlock + warp * 16 + grp, r1 = GLU ? inter + unit : r0 + 8;
+    const bool l0 = GLU ? unit < inter : r0 < out, l1 = GLU ? l0 : r1 < out;
+    const uint4* pw0 = reinterpret_cast<const uint4*>(p.W + int64_t(l0 ? r0 : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
+    const uint4* pw1 = reinterpret_cast<const uint4*>(p.W + int64_t(l1 ? r1 : 0) * in + int64_t(s0) * kRowsStage + 8 * qd);
+    auto load_w = [&](WStage& w) {  // chunk c: columns 32c + 8qd.. = uint4 4c
 #pragma unroll
-      for (int u = 0; u < 2; ++u) {
-        w[u][0] = __ldcs(pa + 8 * u);
-        w[u][1] = __ldcs(pa + 8 * u + 4);
-        w[u][2] = __ldcs(pb + 8 * u);
-        w[u][3] = __ldcs(pb + 8 * u + 4);
+      for (int c = 0; c < 4; ++c) {
+        w[0][c] = __ldcs(pw0 + 4 * c);
+        w[1][c] = __ldcs(pw1 + 4 * c);
       }
-      pa += kRowsStage / 8;
-      pb += kRowsStage / 8;
+      pw0 += kRowsStage / 8;
+      pw1 += kRowsStage / 8;
     };
-    // X: this thread's NT / 2 16-byte pieces of every stage (RP rows x 16).
-    constexpr int PIECES = RP * (kRowsStage / 8) / 256;
-    const T* xsrc[PIECES];
-    unsigned xdst[PIECES];
-    int xbytes[PIECES];
+    const T* px[MT];
 #pragma unroll
-    for (int k = 0; k < PIECES; ++k) {
-      const int e = threadIdx.x + 256 * k, r = e / (kRowsStage / 8), piece = e % (kRowsStage / 8);
-      xbytes[k] = r < p.R ? 16 : 0;
-      xsrc[k] = p.X + int64_t(r < p.R ? r : 0) * in + int64_t(s0) * kRowsStage + 8 * piece;
-      xdst[k] = static_cast<unsigned>(__cvta_generic_to_shared(xs + r * kRowsPitch + 8 * piece));
+    for (int k = 0; k < MT; ++k) {
+      const int r = xrow[k] >> 8, j = xrow[k] & 255;
+      px[k] = p.X + int64_t(r < p.R ? r : 0) * in + int64_t(s0) * kRowsStage + 8 * j;
     }
-    int x_next = 0;  // next stage to load
     auto load_x = [&]() {
-      const unsigned buf = unsigned((x_next % kRowsStages) * STAGE * sizeof(T));
 #pragma unroll
-      for (int k = 0; k < PIECES; ++k) {
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(xdst[k] + buf), "l"(xsrc[k]), "r"(xbytes[k])
-                     : "memory");
-        xsrc[k] += kRowsStage;
+      for (int k = 0; k < MT; ++k) {
+        xr[k] = (xrow[k] >> 8) < p.R ? __ldg(reinterpret_cast<const uint4*>(px[k])) : make_uint4(0, 0, 0, 0);
+        px[k] += kRowsStage;
       }
-      ++x_next;
     };
-    const T* xlane = xs + grp * kRowsPitch + 8 * qd;
-    auto compute = [&](const WStage& w, int st) {
-      const T* xb = xlane + (st % kRowsStages) * STAGE;
+    auto store_x = [&](int buf) {
+      uint32_t* base = reinterpret_cast<uint32_t*>(xs[buf]);
 #pragma unroll
-      for (int u = 0; u < 2; ++u) {
-        const uint32_t* ga0 = reinterpret_cast<const uint32_t*>(&w[u][0]);
-        const uint32_t* ga1 = reinterpret_cast<const uint32_t*>(&w[u][1]);
-        const uint32_t* gb0 = reinterpret_cast<const uint32_t*>(&w[u][2]);
-        const uint32_t* gb1 = reinterpret_cast<const uint32_t*>(&w[u][3]);
+      for (int k = 0; k < MT; ++k) {
+        uint32_t* d = base + xsmem[k];
+        d[0] = xr[k].x;
+        d[2] = xr[k].y;
+        d[128] = xr[k].z;  // the chunk's second MMA: 32 lanes x 4 words on
+        d[130] = xr[k].w;
+      }
+    };
+    auto compute = [&](const WStage& w, int buf) {
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const T* xr = xb + t * 8 * kRowsPitch + 64 * u;
-          const uint4 x0 = *reinterpret_cast<const uint4*>(xr);
-          const uint4 x1 = *reinterpret_cast<const uint4*>(xr + 32);
-          const uint32_t* xw0 = reinterpret_cast<const uint32_t*>(&x0);
-          const uint32_t* xw1 = reinterpret_cast<const uint32_t*>(&x1);
-          M::mma(acc[t], {ga0[0], gb0[0], ga0[1], gb0[1]}, xw0[0], xw0[1]);
-          M::mma(acc[t], {ga0[2], gb0[2], ga0[3], gb0[3]}, xw0[2], xw0[3]);
-          M::mma(acc[t], {ga1[0], gb1[0], ga1[1], gb1[1]}, xw1[0], xw1[1]);
-          M::mma(acc[t], {ga1[2], gb1[2], ga1[3], gb1[3]}, xw1[2], xw1[3]);
+      for (int c = 0; c < 4; ++c) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint4 a = xs[buf][((m * 4 + c) * 2 + h) * 32 + lane];
+            const uint32_t* w0w = reinterpret_cast<const uint32_t*>(&w[0][c]);
+            const uint32_t* w1w = reinterpret_cast<const uint32_t*>(&w[1][c]);
+            M::mma(acc[m][0], {a.x, a.y, a.z, a.w}, w0w[2 * h], w0w[2 * h + 1]);
+            M::mma(acc[m][1], {a.x, a.y, a.z, a.w}, w1w[2 * h], w1w[2 * h + 1]);
+          }
         }
       }
     };
-    // Before computing stage st: its X has landed (every thread's part) and
-    // every warp is done with stage st - 1, whose buffer takes stage st + 2.
+    // Stage st: every warp is done with stage st - 1, so its buffer takes
+    // stage st + 1 (loaded during stage st - 1), and stage st + 2 loads.
     auto next_stage = [&](int st) {
-      cp_async_wait<kRowsStages - 2>();
       __syncthreads();
-      if (st + kRowsStages - 1 < nst) load_x();
-      cp_async_commit();
+      if (st + 1 < nst) {
+        store_x((st + 1) & 1);
+        if (st + 2 < nst) load_x();
+      }
     };
 
 #pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int n = 0; n < 2; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
     load_w(w0);
     if (!waited) {  // the first weights load before the wait: they overlap the kernel that writes X
       pdl_wait();
@@ -1386,63 +1384,60 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     } else {
       __syncthreads();  // every warp is done with the last segment's X buffers
     }
-#pragma unroll
-    for (int st = 0; st < kRowsStages - 1; ++st) {
-      if (st < nst) load_x();
-      cp_async_commit();
-    }
+    load_x();
+    store_x(0);
+    if (nst > 1) load_x();
     for (int st = 0; st < nst; st += 2) {
       next_stage(st);
       if (st + 1 < nst) load_w(w1);
-      compute(w0, st);
+      compute(w0, st & 1);
       if (st + 1 >= nst) break;
       next_stage(st + 1);
       if (st + 2 < nst) load_w(w0);
-      compute(w1, st + 1);
+      compute(w1, (st + 1) & 1);
     }
-    cp_async_wait<0>();
 
-    // acc[t]: rows grp and grp + 8 of the warp, X rows (tokens) 8t + 2qd and +1.
-    auto finish = [&](int n, int row_g, float g0, float u0) {  // one output (GLU: one unit)
-      if (n >= p.R) return;
+    // acc[m][n]: X rows (tokens) 16m + grp (c0, c1) and + 8 (c2, c3); W rows
+    // 8n + 2qd (c0, c2) and + 1 (c1, c3) of the warp's 16.
+    auto finish = [&](int tok, int row_g, float g0, float u0) {  // one output (GLU: one unit)
+      if (tok >= p.R) return;
       if constexpr (GLU) {
         if (row_g >= inter) return;
         const float g = g0 + (p.glu_bias ? p.glu_bias[row_g] : 0.f);
         const float u = u0 + (p.glu_bias ? p.glu_bias[inter + row_g] : 0.f);
-        p.act[int64_t(n) * inter + row_g] = from_f<T>(silu_gate(g, u));
+        p.act[int64_t(tok) * inter + row_g] = from_f<T>(silu_gate(g, u));
       } else {
-        if (row_g < out) p.Y[int64_t(n) * out + row_g] = g0;
+        if (row_g < out) p.Y[int64_t(tok) * out + row_g] = g0;
       }
     };
     const int first = stream_k_owner(int64_t(rb) * S, units, gridDim.x);
     const int owners = stream_k_owner(int64_t(rb + 1) * S - 1, units, gridDim.x) - first + 1;
     if (owners == 1) {
 #pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        const int n = t * 8 + 2 * qd;
-        if constexpr (GLU) {
-          finish(n, unit, acc[t][0], acc[t][2]);
-          finish(n + 1, unit, acc[t][1], acc[t][3]);
-        } else {
-          finish(n, ra, acc[t][0], 0.f);
-          finish(n + 1, ra, acc[t][1], 0.f);
-          finish(n, rbw, acc[t][2], 0.f);
-          finish(n + 1, rbw, acc[t][3], 0.f);
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int tok = 16 * m + grp + 8 * (c >> 1), col = 2 * qd + (c & 1);
+          if constexpr (GLU) {
+            finish(tok, rb * (kRowsBlock / 2) + warp * 8 + col, acc[m][0][c], acc[m][1][c]);
+          } else {
+            finish(tok, rb * kRowsBlock + warp * 16 + col, acc[m][0][c], 0.f);
+            finish(tok, rb * kRowsBlock + warp * 16 + 8 + col, acc[m][1][c], 0.f);
+          }
         }
-      }
       continue;
     }
     // Shared row block: this block's partial tile, (token, local row).
     float* mine = p.ws + int64_t(blockIdx.x + rb) * TILE;
-    const int l0 = warp * 16 + grp;
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      const int n = t * 8 + 2 * qd;
-      mine[n * kRowsBlock + l0] = acc[t][0];
-      mine[(n + 1) * kRowsBlock + l0] = acc[t][1];
-      mine[n * kRowsBlock + l0 + 8] = acc[t][2];
-      mine[(n + 1) * kRowsBlock + l0 + 8] = acc[t][3];
-    }
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int tok = 16 * m + grp + 8 * h, l = warp * 16 + 8 * n + 2 * qd;
+          *reinterpret_cast<float2*>(mine + tok * kRowsBlock + l) = make_float2(acc[m][n][2 * h], acc[m][n][2 * h + 1]);
+        }
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -1452,15 +1447,14 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     __syncthreads();
     if (!last) continue;
     __threadfence();
-    // Sum the owners' tiles: each thread NT / 2 pairs of float4 (GLU: a gate
-    // run of 4 units and their up run; else two runs of 4 rows), all owners'
+    // Sum the owners' tiles: each thread MT pairs of float4 (GLU: a gate run
+    // of 4 units and their up run; else two runs of 4 rows), all owners'
     // loads of a round in flight together.
-    constexpr int PAIRS = NT / 2;  // RP * 128 / 8 / 256
-    float4 sa[PAIRS], sb[PAIRS];
-    int ia[PAIRS];
+    float4 sa[MT], sb[MT];
+    int ia[MT];
 #pragma unroll
-    for (int v = 0; v < PAIRS; ++v) {
-      const int c = threadIdx.x + v * 256;  // pair index: token c / 16, 4-row run c % 16 of the gate (or first) half
+    for (int v = 0; v < MT; ++v) {
+      const int c = threadIdx.x + v * 256;  // pair index: token c / 16, 4-row run c % 16 of the first half
       const int n = c / 16, j = c % 16;
       ia[v] = n * kRowsBlock + (j / 2) * 16 + (j % 2) * 4;
       sa[v] = sb[v] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -1470,13 +1464,13 @@ __global__ void __launch_bounds__(256, 2) gemm_rows(GemmRowsArgs<T> p) {
     for (int o = 0; o < owners; ++o) {
       const float* tile = p.ws + int64_t(first + o + rb) * TILE;
 #pragma unroll
-      for (int v = 0; v < PAIRS; ++v) {
+      for (int v = 0; v < MT; ++v) {
         add4(sa[v], __ldcg(reinterpret_cast<const float4*>(tile + ia[v])));
         add4(sb[v], __ldcg(reinterpret_cast<const float4*>(tile + ia[v] + 8)));
       }
     }
 #pragma unroll
-    for (int v = 0; v < PAIRS; ++v) {
+    for (int v = 0; v < MT; ++v) {
       const int c = threadIdx.x + v * 256, n = c / 16, j = c % 16;
       const float a[4] = {sa[v].x, sa[v].y, sa[v].z, sa[v].w}, b[4] = {sb[v].x, sb[v].y, sb[v].z, sb[v].w};
       const int l = (j / 2) * 16 + (j % 2) * 4;  // local row of a[0]; b[0] is row l + 8
