@@ -1332,7 +1332,7 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
     auto load_x = [&]() {
 #pragma unroll
       for (int k = 0; k < MT; ++k) {
-        xr[k] = (xrow[k] >> 8) < p.R ? __ldg(reinterpret_cast<const uint4*>(px[k])) : make_uint4(0, 0, 0, 0);
+        xr[k] = (xrow[k] >> 8) < p.R ? __ldcg(reinterpret_cast<const uint4*>(px[k])) : make_uint4(0, 0, 0, 0);
         px[k] += kRowsStage;
       }
     };
