@@ -4,7 +4,7 @@
 # between backends, compute-sanitizer) and optionally the benchmarks.
 # Results go to $OUT (default bench/results/gpu). STREAMSINK_GPU_BIN names a
 # streamsink_gpu built elsewhere (same CUDA major) and skips the build.
-#   tools/cuda/device-check.sh [checks|wide|wide8|sanitize|bench|stream|score1m] ...
+#   tools/cuda/device-check.sh [checks|wide|wide8|gemm|sanitize|bench|stream|score1m] ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench/results/gpu}"
@@ -64,6 +64,24 @@ for what in "$@"; do
           $BIN versus /tmp/streamsink-wide/$m --dtype $d --factor 10 --window 128 --first-chunk 100 --sessions 8 || status=1
         done
       done | tee "$OUT/versus-hd128-sessions8.jsonl"
+      ;;
+    gemm)
+      # gpu::gemm_rows (9..64 rows) against a CPU reference, then the engine
+      # with it at 12 and 16 sessions (the rows it takes by default) and, via
+      # STREAMSINK_GEMM_ROWS=64, at 40 (three tiles of 16, partial).
+      ${STREAMSINK_GEMM_CHECK_BIN:-$BUILD/gemm_rows_check} | tee "$OUT/gemm-rows-check.log" || status=1
+      python3 tools/cuda/make_wide_models.py /tmp/streamsink-wide >/dev/null
+      {
+        for d in bf16 fp16; do
+          $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype $d --factor 3 --window 128 --first-chunk 40 --sessions 16 || status=1
+        done
+        $BIN versus /tmp/streamsink-wide/llama-hd128-g1 --dtype bf16 --factor 3 --window 128 --first-chunk 40 --sessions 12 || status=1
+        STREAMSINK_GEMM_ROWS=64 $BIN versus /tmp/streamsink-wide/llama-hd128-g2 --dtype bf16 --factor 3 --window 128 \
+          --first-chunk 40 --sessions 40 || status=1
+      } | tee "$OUT/versus-gemm-rows.jsonl"
+      compute-sanitizer --tool memcheck --error-exitcode 9 $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype bf16 \
+        --factor 2 --window 128 --first-chunk 40 --sessions 16 >"$OUT/memcheck-gemm-rows.log" 2>&1
+      echo "memcheck exit $?" | tee -a "$OUT/memcheck-gemm-rows.log"; tail -2 "$OUT/memcheck-gemm-rows.log"
       ;;
     sanitize)
       compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 $BIN versus $M/llama-gqa --dtype bf16 --factor 3 \

@@ -411,7 +411,7 @@ class CudaModel final : public GpuBackend {
     }
   }
 
-  // Up to STREAMSINK_GEMM_ROWS (default 64) rows of bf16/fp16 not taken by
+  // Up to STREAMSINK_GEMM_ROWS (default 16, at most 64) rows of bf16/fp16 not taken by
   // the GEMVs above: gpu::gemm_rows, MT tiles of 16 rows of X (1..4).
   bool rows_gemm(int64_t rows, int64_t in) const {
     return sizeof(T) == 2 && rows >= 1 && rows <= std::min(gemm_rows_max_, 64) && in % gpu::kRowsStage == 0;
@@ -440,7 +440,8 @@ class CudaModel final : public GpuBackend {
       }
     }
   }
-  // Stream-K grid: one block per resident slot (at most one per unit).
+  // Stream-K grid: one block per resident slot, at most one per unit (the
+  // kernel's owner count assumes every block owns at least one unit).
   struct RowsPlan {
     int64_t row_blocks, blocks;
     size_t ws_bytes, counter_bytes;
@@ -729,7 +730,10 @@ class CudaModel final : public GpuBackend {
   const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
-  const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 64);  // most rows for gemm_rows (0: cuBLAS)
+  // Most rows for gemm_rows (0: cuBLAS). Measured on Mistral-7B (bench/
+  // results/gpu/gemm-rows/ab28.log): 16 rows 76.0% of the roofline against
+  // cuBLAS's 73.5-74.0%, 32 rows 69.5% against 72.1-72.5%, so it takes up to 16.
+  const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 16);
   const int gemm_rows_blocks_ = env_int("STREAMSINK_GEMM_ROWS_BLOCKS", 0);  // grid size for tests (0: resident slots)
   DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves

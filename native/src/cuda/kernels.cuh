@@ -1246,8 +1246,7 @@ struct GemmRowsArgs {
 __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { return int(((x + 1) * g - 1) / u); }
 
 // Y (R, out) = X (R, in) W^T for 9..64 rows on tensor cores (MT tiles of 16
-// rows of X), streaming W at the bandwidth limit where cuBLAS's small-N tiles
-// do not. m16n8k16 MMAs with X as the A operand and W as B: a lane's 16-byte
+// rows of X), streaming W from DRAM once. m16n8k16 MMAs with X as the A operand and W as B: a lane's 16-byte
 // load of a W row (columns 8qd..8qd+7 of a 32-column chunk) is the B operand
 // of two MMAs as it stands (a dot product does not depend on the order of
 // its terms, so the k order is permuted to match), and each A fragment read
@@ -1255,10 +1254,14 @@ __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { ret
 // registers into shared memory already in fragment order (one 16-byte read
 // per A operand, conflict-free, and no register shuffling before an MMA); the
 // 8 warps of a block share it. The next stage's weights and X are in flight
-// while the current stage is used.
+// while the current stage is used. X is read at L2 (ld.global.cg): the kernel
+// that writes it is still running when this one starts (PDL), so it must not
+// come through the non-coherent path. Measured on Mistral-7B it beats cuBLAS
+// at 16 rows and not at 32 (docs/gpu.md), so the engine uses it up to 16.
 //
-// Stream-K: the grid is the resident block count and block b takes an equal
-// run of the (row block, stage) units, so every SM streams the same number of
+// Stream-K: the grid is the resident block count (at most the number of
+// units, so that every block owns one) and block b takes an equal run of the
+// (row block, stage) units, so every SM streams the same number of
 // bytes in one wave whatever the matrix shape. A row block whose stages one
 // block owns entirely is written straight from registers; one shared by
 // several blocks gets their fp32 partial tiles (L2-resident), and the last to
