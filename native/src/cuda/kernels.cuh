@@ -1246,8 +1246,8 @@ struct GemmRowsArgs {
 __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { return int(((x + 1) * g - 1) / u); }
 
 // Y (R, out) = X (R, in) W^T for 9..64 rows on tensor cores (MT tiles of 16
-// rows of X), streaming W from DRAM once. m16n8k16 MMAs with X as the A operand and W as B: a lane's 16-byte
-// load of a W row (columns 8qd..8qd+7 of a 32-column chunk) is the B operand
+// rows of X), streaming W from DRAM once. m16n8k16 MMAs with X as the A
+// operand and W as B: a lane's 16-byte load of a W row (columns 8qd..8qd+7 of a 32-column chunk) is the B operand
 // of two MMAs as it stands (a dot product does not depend on the order of
 // its terms, so the k order is permuted to match), and each A fragment read
 // from shared memory serves both of the warp's 8-row W tiles. X goes through
