@@ -490,8 +490,9 @@ class CudaModel final : public GpuBackend {
     }
   }
   // Reserves gemm_rows's split-K workspace and counters for a step of `rows`
-  // (before any graph capture); true when a buffer moved.
-  bool reserve_rows_gemm(int64_t rows, int64_t n_out) {
+  // (before any graph capture), given the step's matrix widths; true when a
+  // buffer moved.
+  bool reserve_rows_gemm(int64_t rows, int64_t n_out, int64_t qkv_dim, int64_t attn_dim, int64_t up_dim) {
     size_t ws = 0, counters = 0;
     auto need = [&](int64_t r, int64_t in, int64_t out, bool glu) {
       if (!rows_gemm(r, in)) return;
@@ -499,13 +500,11 @@ class CudaModel final : public GpuBackend {
       ws = std::max(ws, plan.ws_bytes);
       counters = std::max(counters, plan.counter_bytes);
     };
-    const int64_t H = c_.hidden, I = c_.intermediate, attn_dim = int64_t(c_.heads) * c_.head_dim;
-    const int64_t qkv_dim = attn_dim + 2 * int64_t(c_.kv_heads) * c_.head_dim;
-    const bool glu = c_.activation == Activation::SwiGLU;
+    const int64_t H = c_.hidden, I = c_.intermediate;
     need(rows, H, qkv_dim, false);
     need(rows, attn_dim, H, false);
-    need(rows, H, glu ? 2 * I : I, false);
-    if (glu) need(rows, H, 2 * I, true);
+    need(rows, H, up_dim, false);
+    if (c_.activation == Activation::SwiGLU) need(rows, H, up_dim, true);
     need(rows, I, H, false);
     need(n_out, H, c_.vocab_size, false);
     bool moved = rows_ws_.ensure(ws);
@@ -928,7 +927,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   if (c.parallel_residual && c.mlp_norm_separate) moved |= h2_.ensure(size_t(rows * H) * sizeof(T));
   moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
   moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
-  moved |= reserve_rows_gemm(rows, n_out);
+  moved |= reserve_rows_gemm(rows, n_out, qkv_dim, attn_dim, up_dim);
   if (moved) drop_graphs();
 
   float* x = x_.get<float>();

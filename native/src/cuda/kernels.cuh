@@ -1288,22 +1288,16 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
   const int64_t units = int64_t(p.row_blocks) * S;
   const int64_t begin = units * blockIdx.x / gridDim.x, end = units * (blockIdx.x + 1) / gridDim.x;
 
-  // X pieces of this thread: MT 16-byte pieces per stage (RP rows x 16), and
-  // where their four words go: word i of row g (+8 hi) in the A fragment of
+  // X pieces of this thread: piece xj (columns 8 xj..) of rows xr + 16k, one
+  // per m tile k; word i of row g (+8 hi) of a tile goes to the A fragment of
   // MMA i / 2, register hi + 2 (i % 2).
-  int xrow[MT], xsmem[MT];
-#pragma unroll
-  for (int k = 0; k < MT; ++k) {
-    const int e = threadIdx.x + 256 * k, r = e / 16, j = e % 16;
-    const int m = r / 16, g = r % 16, c = j / 4, q = j % 4;
-    xsmem[k] = (((m * 4 + c) * 2) * 32 + (g % 8) * 4 + q) * 4 + g / 8;  // in 32-bit words
-    xrow[k] = (r << 8) | j;  // row and piece, unpacked per segment
-  }
+  const int xj = threadIdx.x % 16, xr = threadIdx.x / 16;
+  const int xsmem = (((xj / 4) * 2) * 32 + (xr % 8) * 4 + xj % 4) * 4 + xr / 8;  // m tile 0, in 32-bit words
 
   using WStage = uint4[2][4];  // [W tile][32-column chunk]
   float acc[MT][2][4];
   WStage w0, w1;
-  uint4 xr[MT];
+  uint4 xv[MT];
   bool waited = false;
   for (int64_t seg = begin; seg < end;) {
     const int rb = int(seg / S), s0 = int(seg - int64_t(rb) * S);
@@ -1329,25 +1323,25 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
     const T* px[MT];
 #pragma unroll
     for (int k = 0; k < MT; ++k) {
-      const int r = xrow[k] >> 8, j = xrow[k] & 255;
-      px[k] = p.X + int64_t(r < p.R ? r : 0) * in + int64_t(s0) * kRowsStage + 8 * j;
+      const int r = xr + 16 * k;
+      px[k] = p.X + int64_t(r < p.R ? r : 0) * in + int64_t(s0) * kRowsStage + 8 * xj;
     }
     auto load_x = [&]() {
 #pragma unroll
       for (int k = 0; k < MT; ++k) {
-        xr[k] = (xrow[k] >> 8) < p.R ? __ldcg(reinterpret_cast<const uint4*>(px[k])) : make_uint4(0, 0, 0, 0);
+        xv[k] = xr + 16 * k < p.R ? __ldcg(reinterpret_cast<const uint4*>(px[k])) : make_uint4(0, 0, 0, 0);
         px[k] += kRowsStage;
       }
     };
     auto store_x = [&](int buf) {
-      uint32_t* base = reinterpret_cast<uint32_t*>(xs[buf]);
+      uint32_t* base = reinterpret_cast<uint32_t*>(xs[buf]) + xsmem;
 #pragma unroll
       for (int k = 0; k < MT; ++k) {
-        uint32_t* d = base + xsmem[k];
-        d[0] = xr[k].x;
-        d[2] = xr[k].y;
-        d[128] = xr[k].z;  // the chunk's second MMA: 32 lanes x 4 words on
-        d[130] = xr[k].w;
+        uint32_t* d = base + k * (4 * 2 * 32 * 4);  // m tile k: 4 chunks x 2 MMAs x 32 lanes x 4 words on
+        d[0] = xv[k].x;
+        d[2] = xv[k].y;
+        d[128] = xv[k].z;  // the chunk's second MMA: 32 lanes x 4 words on
+        d[130] = xv[k].w;
       }
     };
     auto compute = [&](const WStage& w, int buf) {
