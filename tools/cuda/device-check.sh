@@ -67,7 +67,7 @@ for what in "$@"; do
       ;;
     gemm)
       # gpu::gemm_rows (9..64 rows) against a CPU reference, then the engine
-      # with it at 12 and 16 sessions (the rows it takes by default) and, via
+      # with it at 12, 16 and 24 sessions (rows it takes by default) and, via
       # STREAMSINK_GEMM_ROWS=64, at 40 (three tiles of 16, partial).
       ${STREAMSINK_GEMM_CHECK_BIN:-$BUILD/gemm_rows_check} | tee "$OUT/gemm-rows-check.log" || status=1
       python3 tools/cuda/make_wide_models.py /tmp/streamsink-wide >/dev/null
@@ -76,11 +76,12 @@ for what in "$@"; do
           $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype $d --factor 3 --window 128 --first-chunk 40 --sessions 16 || status=1
         done
         $BIN versus /tmp/streamsink-wide/llama-hd128-g1 --dtype bf16 --factor 3 --window 128 --first-chunk 40 --sessions 12 || status=1
+        $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype bf16 --factor 3 --window 128 --first-chunk 40 --sessions 24 || status=1
         STREAMSINK_GEMM_ROWS=64 $BIN versus /tmp/streamsink-wide/llama-hd128-g2 --dtype bf16 --factor 3 --window 128 \
           --first-chunk 40 --sessions 40 || status=1
       } | tee "$OUT/versus-gemm-rows.jsonl"
       compute-sanitizer --tool memcheck --error-exitcode 9 $BIN versus /tmp/streamsink-wide/llama-hd128-g4 --dtype bf16 \
-        --factor 2 --window 128 --first-chunk 40 --sessions 16 >"$OUT/memcheck-gemm-rows.log" 2>&1
+        --factor 2 --window 128 --first-chunk 40 --sessions 24 >"$OUT/memcheck-gemm-rows.log" 2>&1
       echo "memcheck exit $?" | tee -a "$OUT/memcheck-gemm-rows.log"; tail -2 "$OUT/memcheck-gemm-rows.log"
       ;;
     sanitize)

@@ -411,7 +411,7 @@ class CudaModel final : public GpuBackend {
     }
   }
 
-  // Up to STREAMSINK_GEMM_ROWS (default 16, at most 64) rows of bf16/fp16 not taken by
+  // Up to STREAMSINK_GEMM_ROWS (default 32, at most 64) rows of bf16/fp16 not taken by
   // the GEMVs above: gpu::gemm_rows, MT tiles of 16 rows of X (1..4).
   bool rows_gemm(int64_t rows, int64_t in) const {
     return sizeof(T) == 2 && rows >= 1 && rows <= std::min(gemm_rows_max_, 64) && in % gpu::kRowsStage == 0;
@@ -730,9 +730,10 @@ class CudaModel final : public GpuBackend {
   const bool glu_fused_ = env_int("STREAMSINK_GLU_FUSED", 1) != 0;  // 0: GEMV then swiglu_rows
   const int gemv_mma_rows_ = env_int("STREAMSINK_GEMV_MMA", 8);  // most rows for gemv_mma (0: cuBLAS above 4)
   // Most rows for gemm_rows (0: cuBLAS). Measured on Mistral-7B (bench/
-  // results/gpu/gemm-rows/ab28.log): 16 rows 76.0% of the roofline against
-  // cuBLAS's 73.5-74.0%, 32 rows 69.5% against 72.1-72.5%, so it takes up to 16.
-  const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 16);
+  // results/gpu/gemm-tri/ab1.log, ab2.log): 16 rows 81.0-81.4% of the roofline
+  // against cuBLAS's 70.7-74.2%, 32 rows 75.2-75.9% against 70.9-72.7%; 33-64
+  // rows are not measured with the two-stage pipeline, so cuBLAS keeps them.
+  const int gemm_rows_max_ = env_int("STREAMSINK_GEMM_ROWS", 32);
   const int gemm_rows_blocks_ = env_int("STREAMSINK_GEMM_ROWS_BLOCKS", 0);  // grid size for tests (0: resident slots)
   DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
@@ -1071,6 +1072,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
         throw;
       }
       check(cudaStreamEndCapture(stream_, &graph), "graph capture");
+      if (const char* dot = std::getenv("STREAMSINK_GRAPH_DOT"))  // the captured step, for inspection
+        cudaGraphDebugDotPrint(graph, dot, cudaGraphDebugDotFlagsKernelNodeParams | cudaGraphDebugDotFlagsKernelNodeAttributes);
       cudaGraphExec_t exec = nullptr;
       const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);

@@ -1253,11 +1253,14 @@ __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { ret
 // from shared memory serves both of the warp's 8-row W tiles. X goes through
 // registers into shared memory already in fragment order (one 16-byte read
 // per A operand, conflict-free, and no register shuffling before an MMA); the
-// 8 warps of a block share it. The next stage's weights and X are in flight
-// while the current stage is used. X is read at L2 (ld.global.cg): the kernel
-// that writes it is still running when this one starts (PDL), so it must not
-// come through the non-coherent path. Measured on Mistral-7B it beats cuBLAS
-// at 16 rows and not at 32 (docs/gpu.md), so the engine uses it up to 16.
+// 8 warps of a block share it. Each warp has the next two stages of its W in
+// flight (three register stages) while it uses one, and the next stage's X.
+// With one stage in flight the kernel lost to cuBLAS at 32 rows; with two it
+// beats it at 16 and 32 (docs/gpu.md), so the engine uses it up to 32. From
+// two tiles of 16 rows on, the three stages take 178-234 registers: one
+// block per SM. X is read at L2 (ld.global.cg): the kernel that writes it is
+// still running when this one starts (PDL), so it must not come through the
+// non-coherent path.
 //
 // Stream-K: the grid is the resident block count (at most the number of
 // units, so that every block owns one) and block b takes an equal run of the
@@ -1274,7 +1277,7 @@ __device__ __forceinline__ int stream_k_owner(int64_t x, int64_t u, int g) { ret
 // result is act (R, out/2) = silu(gate + b) * (up + b') in T. in % 128 == 0;
 // rows past out or R are zeros.
 template <typename T, int MT, bool GLU>
-__global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T> p) {
+__global__ void __launch_bounds__(256, MT <= 1 ? 2 : 1) gemm_rows(GemmRowsArgs<T> p) {
   using M = MmaType<T>;
   constexpr int RP = 16 * MT, TILE = RP * kRowsBlock;
   // Two stages of X in fragment order: [m tile][chunk][MMA of the chunk][lane].
@@ -1296,7 +1299,7 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
 
   using WStage = uint4[2][4];  // [W tile][32-column chunk]
   float acc[MT][2][4];
-  WStage w0, w1;
+  WStage w0, w1, w2;
   uint4 xv[MT];
   bool waited = false;
   for (int64_t seg = begin; seg < end;) {
@@ -1374,7 +1377,9 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int n = 0; n < 2; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+    // Two stages of W in flight ahead of the one computed.
     load_w(w0);
+    if (nst > 1) load_w(w1);
     if (!waited) {  // the first weights load before the wait: they overlap the kernel that writes X
       pdl_wait();
       waited = true;
@@ -1384,14 +1389,18 @@ __global__ void __launch_bounds__(256, MT <= 2 ? 2 : 1) gemm_rows(GemmRowsArgs<T
     load_x();
     store_x(0);
     if (nst > 1) load_x();
-    for (int st = 0; st < nst; st += 2) {
+    for (int st = 0; st < nst; st += 3) {
       next_stage(st);
-      if (st + 1 < nst) load_w(w1);
+      if (st + 2 < nst) load_w(w2);
       compute(w0, st & 1);
       if (st + 1 >= nst) break;
       next_stage(st + 1);
-      if (st + 2 < nst) load_w(w0);
+      if (st + 3 < nst) load_w(w0);
       compute(w1, (st + 1) & 1);
+      if (st + 2 >= nst) break;
+      next_stage(st + 2);
+      if (st + 4 < nst) load_w(w1);
+      compute(w2, st & 1);  // (st + 2) & 1
     }
 
     // acc[m][n]: X rows (tokens) 16m + grp (c0, c1) and + 8 (c2, c3); W rows
