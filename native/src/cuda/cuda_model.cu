@@ -661,8 +661,8 @@ class CudaModel final : public GpuBackend {
 
   // The attn_decode128_mma instance the knobs select.
   template <int G>
-  const void* mma_fn() const {
-    if (mma_blocks_ == 3) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 3>);
+  const void* mma_fn(int blocks) const {
+    if (blocks == 3) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 3>);
     if (!mma_pipe_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, false>);
     if (!mma_perm_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, false>);
     if (!mma_rope2_) return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2, true, true, false>);
@@ -670,10 +670,11 @@ class CudaModel final : public GpuBackend {
     return reinterpret_cast<const void*>(gpu::attn_decode128_mma<T, G, 2>);
   }
   // The attn_decode128 instance for G query heads per KV head.
-  const void* decode128_fn(int G) const {
+  // blocks: the tensor-core kernel's register budget, 2 or 3 blocks per SM.
+  const void* decode128_fn(int G, int blocks) const {
     if constexpr (sizeof(T) == 2) {
-      if (attn_mma_ && G == 4) return mma_fn<4>();
-      if (attn_mma_ && G == 8) return mma_fn<8>();
+      if (attn_mma_ && G == 4) return mma_fn<4>(blocks);
+      if (attn_mma_ && G == 8) return mma_fn<8>(blocks);
     }
     switch (G) {
       case 1:
@@ -689,21 +690,30 @@ class CudaModel final : public GpuBackend {
   }
   // Launched as a programmatic dependent of the qkv GEMV: its first cache
   // loads overlap the GEMV's last wave (the kernel waits before reading QKV).
-  void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G) {
+  void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G, int blocks) {
     void* args[] = {const_cast<gpu::AttnParams*>(&ap)};
     DependentLaunch dl(grid, dim3(gpu::kThreads), stream_, pdl_);
-    check(cudaLaunchKernelExC(&dl.cfg, decode128_fn(G), args), "attention launch");
+    check(cudaLaunchKernelExC(&dl.cfg, decode128_fn(G, blocks), args), "attention launch");
   }
   // Blocks of attn_decode128 resident on the whole GPU at once.
-  int64_t decode128_resident(int G) {
-    int& n = decode_occupancy_[G == 1 ? 0 : G == 2 ? 1 : G == 4 ? 2 : 3];
+  int64_t decode128_resident(int G, int blocks) {
+    int& n = decode_occupancy_[blocks == 3][G == 1 ? 0 : G == 2 ? 1 : G == 4 ? 2 : 3];
     if (n == 0) {
-      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode128_fn(G), gpu::kThreads, 0), "occupancy query");
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode128_fn(G, blocks), gpu::kThreads, 0),
+            "occupancy query");
       n = std::max(n, 1);
     }
     return int64_t(n) * sm_count_;
   }
-  int decode_occupancy_[4] = {0, 0, 0, 0};
+  int decode_occupancy_[2][4] = {};
+  // The tensor-core attention's register budget for a step of base_blocks
+  // (rows x KV heads) blocks before splitting: 3 blocks per SM (168
+  // registers, a few spills) pays only when there are many waves of blocks
+  // (bench/results/gpu/split-fill/). STREAMSINK_ATTN_MMA_BLOCKS=2|3 fixes it.
+  int mma_blocks_for(int64_t base_blocks) const {
+    if (mma_blocks_ == 2 || mma_blocks_ == 3) return mma_blocks_;
+    return base_blocks >= int64_t(mma_wide_per_sm_) * sm_count_ ? 3 : 2;
+  }
   // Tuning knobs for measurements (STREAMSINK_ATTN_BATCH=4|8,
   // STREAMSINK_ATTN_G4=0|1|2, STREAMSINK_ATTN_CHUNK=least entries per split
   // block, STREAMSINK_ATTN_BLOCKS=blocks per SM to split for instead of the
@@ -759,7 +769,12 @@ class CudaModel final : public GpuBackend {
   // Tensor-core attention for 4 and 8 query heads per KV head (bf16/fp16);
   // STREAMSINK_ATTN_MMA=0 selects the scalar kernel instead.
   const bool attn_mma_ = env_int("STREAMSINK_ATTN_MMA", 1) != 0;
-  const int mma_blocks_ = env_int("STREAMSINK_ATTN_MMA_BLOCKS", 2);  // register budget: 2 or 3 blocks per SM
+  const int mma_blocks_ = env_int("STREAMSINK_ATTN_MMA_BLOCKS", 0);  // register budget: 2 or 3 blocks per SM (0: by batch)
+  // STREAMSINK_ATTN_WIDE=n: 3 blocks per SM from n unsplit blocks per SM on.
+  const int mma_wide_per_sm_ = env_int("STREAMSINK_ATTN_WIDE", 8);
+  // STREAMSINK_ATTN_MERGE=n: decode steps with at most n splits merge them in
+  // the attention kernel (gpu::finish_split) instead of attn_combine.
+  const int attn_merge_max_ = env_int("STREAMSINK_ATTN_MERGE", 4);
   // Each turns one feature of the tensor-core attention off (for A/B):
   // STREAMSINK_ATTN_PIPE=0 loads a tile's K and V together after the last
   // one's P V (not K after Q K^T and V after P V, the first tile before the
@@ -773,6 +788,9 @@ class CudaModel final : public GpuBackend {
   const bool mma_fast_ = env_int("STREAMSINK_ATTN_FAST", 1) != 0;
   const int attn_min_chunk_ = env_int("STREAMSINK_ATTN_CHUNK", 0);
   const int attn_blocks_per_sm_ = env_int("STREAMSINK_ATTN_BLOCKS", 0);
+  // STREAMSINK_ATTN_FILL=percent: how full the attention's last wave of
+  // blocks must be before the split chooser stops adding splits.
+  const double attn_fill_ = env_int("STREAMSINK_ATTN_FILL", 95) / 100.0;
 
   struct CausalChunk {
     int32_t row0, count;
@@ -783,6 +801,7 @@ class CudaModel final : public GpuBackend {
   DeviceBuffer cq_, ck_, cv_, cs_, cp_, co_;
   // Step workspace.
   DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_;
+  DeviceBuffer attn_counters_;  // (rows, kv_heads) arrivals for the in-kernel split merge
   void* host_meta_ = nullptr;
   size_t host_meta_bytes_ = 0;
   float* host_logits_ = nullptr;
@@ -882,11 +901,12 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // fits fewer blocks per SM), so the prologue and the partial write stay
   // small against the streaming. Generic kernel: four blocks per SM wanted.
   const int64_t base_blocks = rows * c.kv_heads;
+  const int attn_blocks = mma_blocks_for(base_blocks);
   int64_t min_chunk = gpu::kTile, splits = 1;
   if (fast_attn) {
     min_chunk = attn_min_chunk_ > 0 ? attn_min_chunk_ : (G >= 4 ? 64 : 128);
     const int64_t resident =
-        attn_blocks_per_sm_ > 0 ? int64_t(attn_blocks_per_sm_) * sm_count_ : decode128_resident(G);
+        attn_blocks_per_sm_ > 0 ? int64_t(attn_blocks_per_sm_) * sm_count_ : decode128_resident(G, attn_blocks);
     // The fewest splits whose last wave of blocks is at least 95% full, or
     // else the fullest: Llama-2-7B at 8 sessions 2 splits (0.97 of two
     // waves), Mistral-7B at 32 sessions 3 (768 blocks, 1.94 waves of 396).
@@ -895,7 +915,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     for (int64_t k = 1; k <= most; ++k) {
       const double waves = double(base_blocks * k) / double(resident);
       const double fill = waves / std::ceil(waves);
-      if (fill >= 0.95) {
+      if (fill >= attn_fill_) {
         splits = k;
         break;
       }
@@ -925,6 +945,10 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   moved |= act_.ensure(size_t(rows * I) * sizeof(T));
   moved |= m_.ensure(size_t(rows * H) * sizeof(float));
   moved |= partial_.ensure(size_t(rows * c.heads * splits * (hd + 2)) * sizeof(float));
+  if (attn_counters_.ensure(size_t(rows * c.kv_heads) * sizeof(int))) {
+    check(cudaMemsetAsync(attn_counters_.get(), 0, attn_counters_.bytes(), stream_), "counter reset");
+    moved = true;
+  }
   if (c.parallel_residual && c.mlp_norm_separate) moved |= h2_.ensure(size_t(rows * H) * sizeof(T));
   moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
   moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
@@ -953,6 +977,11 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   ap.splits = int(splits);
   ap.chunk = int(chunk);
   ap.scale = c.softmax_scale;
+  // Decode steps only: within a prefill chunk a row's K/V must not land in
+  // the cache while another row of its session still reads that slot.
+  ap.merge = fast_attn && causal_.empty() && rows == int64_t(seqs.size()) && splits <= attn_merge_max_;
+  ap.counters = attn_counters_.get<int>();
+  ap.out = attn_.get<T>();
   const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));
 
   // Up to 4 rows with the norms folded: no norm kernels in the layers.
@@ -983,9 +1012,9 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     ap.layer = l;
     for (const CausalChunk& cc : causal_) causal_attention(qkv, cc.row0, cc.count);
     if (!on(Part::Attention)) {
-    } else if (fast_attn) launch_decode128(attn_grid, ap, G);
+    } else if (fast_attn) launch_decode128(attn_grid, ap, G, attn_blocks);
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
-    if (on(Part::Combine))
+    if (on(Part::Combine) && !ap.merge)
       launch_small(gpu::attn_combine<T>, dim3(unsigned(c.heads), unsigned(rows)), dim3(128), "combine launch",
                    d_seqs, d_rows, qkv, l, c.kv_heads, int(qkv_dim), ap.partial, c.heads, c.head_dim, int(splits),
                    int(chunk), attn_.get<T>());

@@ -52,6 +52,13 @@ struct AttnParams {
   int layer, heads, kv_heads, head_dim, rotary_dim, qkv_dim;
   int splits, chunk;      // entries per split (multiple of kTile)
   float scale;
+  // Decode steps (one row per session): the last block of each (row, KV
+  // head) to finish merges the splits into out and stores the row's K/V
+  // head, so no attn_combine runs. counters: (rows, kv_heads), zero between
+  // launches (the merging block resets its own).
+  bool merge;
+  int* counters;
+  void* out;  // (rows, heads, head_dim) in the cache type
 };
 
 constexpr int kTile = 32;     // entries per tile (one per lane when scoring)
@@ -819,6 +826,70 @@ __device__ __forceinline__ void write_split_partial(const AttnParams& p, int r, 
   }
 }
 
+// The end of a fast decode kernel's block: its split's partial, and with
+// p.merge the merge by the row and KV head's last block (see AttnParams).
+// A row with one split skips the partial and writes its output directly.
+template <typename T, int G, int NW = kThreads / 32, int HD = 128>
+__device__ __forceinline__ void finish_split(const AttnParams& p, const RowDesc& row, int r, int kvh, int split,
+                                             const float (&sm)[NW][G], const float (&sl)[NW][G],
+                                             const float (&sacc)[NW][G][HD]) {
+  const int used = (row.n + p.chunk - 1) / p.chunk;
+  const int64_t head0 = int64_t(r) * p.heads + int64_t(kvh) * G;
+  T* out = static_cast<T*>(p.out);
+  if (p.merge && used == 1) {
+    for (int e = threadIdx.x; e < G * HD; e += kThreads) {
+      const int g = e / HD, d = e % HD;
+      float M = -INFINITY;
+      for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
+      float L = 0.f, a = 0.f;
+      for (int w = 0; w < NW; ++w) {
+        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
+        L += f * sl[w][g];
+        a += f * sacc[w][g][d];
+      }
+      out[(head0 + g) * HD + d] = from_f<T>(a / L);
+    }
+    store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, HD, kvh);
+    return;
+  }
+  write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
+  if (!p.merge) return;
+  __shared__ int last;
+  __threadfence();  // this block's partial is visible before it counts itself in
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* c = p.counters + int64_t(r) * p.kv_heads + kvh;
+    last = atomicAdd(c, 1) == used - 1;
+    if (last) *c = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, HD, kvh);
+  // The other blocks' partials, read at L2 (__ldcg: never a stale L1 line).
+  for (int e = threadIdx.x; e < G * HD; e += kThreads) {
+    const int g = e / HD, d = e % HD;
+    const float* base = p.partial + (head0 + g) * p.splits * (HD + 2);
+    float M = -INFINITY;
+    for (int sp = 0; sp < used; ++sp) M = fmaxf(M, __ldcg(base + sp * (HD + 2)));
+    float L = 0.f, a = 0.f;
+    for (int sp = 0; sp < used; ++sp) {
+      const float* q = base + sp * (HD + 2);
+      const float f = __expf(__ldcg(q) - M);
+      L += f * __ldcg(q + 1);
+      a += f * __ldcg(q + 2 + d);
+    }
+    out[(head0 + g) * HD + d] = from_f<T>(a / L);
+  }
+}
+
+// With p.merge, a row with no entries still stores its K/V (split 0's block).
+template <typename T>
+__device__ __forceinline__ void empty_row_store(const AttnParams& p, const RowDesc& row, int r, int kvh, int split) {
+  if (p.merge && row.n == 0 && split == 0)
+    store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, p.head_dim, kvh);
+}
+
 // Entries per batch (B) and the occupancy the register budget is cut for.
 template <typename T, int G, int B, int MB>
 struct DecodeOccupancy {
@@ -838,7 +909,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   const RowDesc row = p.rows[r];
   const int n = row.n;
   const int begin = split * p.chunk;
-  if (n == 0 || begin >= n) return;
+  if (n == 0 || begin >= n) return empty_row_store<T>(p, row, r, kvh, split);
   const int end = min(n, begin + p.chunk);
   const SeqDesc s = p.seqs[row.seq];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1034,7 +1105,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     for (int e = 0; e < 4; ++e) sacc[warp][g][d0 + e] = acc[g][e];
   }
   __syncthreads();
-  write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
+  finish_split<T, G>(p, row, r, kvh, split, sm, sl, sacc);
 }
 
 // ---- Grouped-query decode attention on tensor cores ------------------------
@@ -1514,7 +1585,7 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   const RowDesc row = p.rows[r];
   const int n = row.n;
   const int begin = split * p.chunk;
-  if (n == 0 || begin >= n) return;
+  if (n == 0 || begin >= n) return empty_row_store<T>(p, row, r, kvh, split);
   const int end = min(n, begin + p.chunk);
   const SeqDesc s = p.seqs[row.seq];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1802,7 +1873,7 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
     }
   }
   __syncthreads();
-  write_split_partial<G>(p, r, kvh, split, sm, sl, sacc);
+  finish_split<T, G>(p, row, r, kvh, split, sm, sl, sacc);
 }
 
 // ---- Prefill of a chunk that starts an empty cache and fits in it ----------
