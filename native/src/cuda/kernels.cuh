@@ -499,21 +499,58 @@ __global__ void residual_add(float* x, int64_t total, int dim, const float* a, c
   }
 }
 
-// SwiGLU over rows of [gate | up] (fp32, + bias) into T; GELU (erf) in place of up.
+// Eight consecutive elements of a row as floats (16-byte loads when aligned).
+__device__ __forceinline__ void load8(const float* src, float (&v)[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
 template <typename T>
-__global__ void swiglu_rows(const float* gu, const float* b, int64_t rows, int inter, T* out, bool late) {
+__device__ __forceinline__ void load8(const T* src, float (&v)[8]) {
+  const uint4 w = *reinterpret_cast<const uint4*>(src);
+  const T* e = reinterpret_cast<const T*>(&w);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = to_f(e[k]);
+}
+
+// SwiGLU over rows of [gate | up] (+ bias) into T; GELU (erf) in place of up.
+// U is the GEMM's output type: fp32, or T where cuBLAS rounds it (batches
+// past gemm_rows). Block (x, row): each thread takes 8 consecutive units.
+template <typename U, typename T>
+__global__ void swiglu_rows(const U* gu, const float* b, int inter, T* out, bool late) {
   pdl_trigger_early(late);
   pdl_wait_then_trigger(late);
-  const int64_t total = rows * inter;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = e / inter;
-    const int i = int(e % inter);
-    float g = gu[r * 2 * inter + i], u = gu[r * 2 * inter + inter + i];
-    if (b) {
-      g += b[i];
-      u += b[inter + i];
+  const int i0 = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (i0 >= inter) return;
+  const U* g = gu + int64_t(blockIdx.y) * 2 * inter;
+  T* o = out + int64_t(blockIdx.y) * inter;
+  if (inter % 8 == 0) {
+    float gv[8], uv[8];
+    load8(g + i0, gv);
+    load8(g + inter + i0, uv);
+    alignas(16) T ov[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if (b) {
+        gv[k] += b[i0 + k];
+        uv[k] += b[inter + i0 + k];
+      }
+      ov[k] = from_f<T>(silu_gate(gv[k], uv[k]));
     }
-    out[e] = from_f<T>(silu_gate(g, u));
+    if constexpr (sizeof(T) == 2) {
+      *reinterpret_cast<uint4*>(o + i0) = *reinterpret_cast<const uint4*>(ov);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) o[i0 + k] = ov[k];
+    }
+    return;
+  }
+  for (int i = i0; i < min(inter, i0 + 8); ++i) {
+    float gi = to_f(g[i]), ui = to_f(g[inter + i]);
+    if (b) {
+      gi += b[i];
+      ui += b[inter + i];
+    }
+    o[i] = from_f<T>(silu_gate(gi, ui));
   }
 }
 
@@ -826,6 +863,8 @@ __device__ __forceinline__ void write_split_partial(const AttnParams& p, int r, 
   }
 }
 
+constexpr int kMergeSplits = 64;  // most splits the in-kernel merge takes
+
 // The end of a fast decode kernel's block: its split's partial, and with
 // p.merge the merge by the row and KV head's last block (see AttnParams).
 // A row with one split skips the partial and writes its output directly.
@@ -866,20 +905,33 @@ __device__ __forceinline__ void finish_split(const AttnParams& p, const RowDesc&
   if (!last) return;
   __threadfence();
   store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, HD, kvh);
-  // The other blocks' partials, read at L2 (__ldcg: never a stale L1 line).
+  // The splits' partials, read at L2 (__ldcg: never a stale L1 line). A
+  // warp per query head turns the splits' maxima into weights (a split per
+  // lane, up to kMergeSplits), then every output sums its splits.
+  __shared__ float wgt[G][kMergeSplits], inv_l[G];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int g = warp; g < G; g += NW) {
+    const float* q = p.partial + (head0 + g) * p.splits * (HD + 2);
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    if (lane < used) m0 = __ldcg(q + lane * (HD + 2)), l0 = __ldcg(q + lane * (HD + 2) + 1);
+    if (lane + 32 < used) m1 = __ldcg(q + (lane + 32) * (HD + 2)), l1 = __ldcg(q + (lane + 32) * (HD + 2) + 1);
+    float M = fmaxf(m0, m1);
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float w0 = lane < used ? __expf(m0 - M) : 0.f, w1 = lane + 32 < used ? __expf(m1 - M) : 0.f;
+    float L = w0 * l0 + w1 * l1;
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (lane < used) wgt[g][lane] = w0;
+    if (lane + 32 < used) wgt[g][lane + 32] = w1;
+    if (lane == 0) inv_l[g] = 1.f / L;
+  }
+  __syncthreads();
   for (int e = threadIdx.x; e < G * HD; e += kThreads) {
     const int g = e / HD, d = e % HD;
-    const float* base = p.partial + (head0 + g) * p.splits * (HD + 2);
-    float M = -INFINITY;
-    for (int sp = 0; sp < used; ++sp) M = fmaxf(M, __ldcg(base + sp * (HD + 2)));
-    float L = 0.f, a = 0.f;
-    for (int sp = 0; sp < used; ++sp) {
-      const float* q = base + sp * (HD + 2);
-      const float f = __expf(__ldcg(q) - M);
-      L += f * __ldcg(q + 1);
-      a += f * __ldcg(q + 2 + d);
-    }
-    out[(head0 + g) * HD + d] = from_f<T>(a / L);
+    const float* q = p.partial + (head0 + g) * p.splits * (HD + 2) + 2 + d;
+    float a = 0.f;
+#pragma unroll 8
+    for (int sp = 0; sp < used; ++sp) a += wgt[g][sp] * __ldcg(q + sp * (HD + 2));
+    out[(head0 + g) * HD + d] = from_f<T>(a * inv_l[g]);
   }
 }
 
