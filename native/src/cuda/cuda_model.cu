@@ -6,13 +6,11 @@
 // output); attention runs per (row, KV head, split of the context) against
 // each session's own cache. The only host round-trips per step are one upload
 // of the step's descriptors and one download of the logits asked for.
-#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -145,7 +143,6 @@ class CudaModel final : public GpuBackend {
     // A fixed cuBLAS workspace, so GEMMs can be captured into CUDA graphs.
     blas_ws_.reset(size_t(32) << 20);
     check(cublasSetWorkspace(blas_, blas_ws_.get(), blas_ws_.bytes()), "cublasSetWorkspace");
-    check(cublasLtCreate(&lt_), "cublasLtCreate");
     if (c_.position == PositionKind::Rotary) rope_ = std::make_unique<RopeTable>(c_.rotary_dim, c_.rope_theta);
     const int G = c_.heads / c_.kv_heads;
     attn_smem_ = gpu::attn_smem_bytes(G, c_.head_dim);
@@ -162,8 +159,6 @@ class CudaModel final : public GpuBackend {
     drop_graphs();
     if (host_meta_) cudaFreeHost(host_meta_);
     if (host_logits_) cudaFreeHost(host_logits_);
-    for (auto& kv : plans_) kv.second.destroy();
-    if (lt_) cublasLtDestroy(lt_);
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -536,14 +531,8 @@ class CudaModel final : public GpuBackend {
     if (rows_gemm(rows, in)) return gemm_rows<false>(w, x, rows, in, out, y, nullptr, nullptr);
     blas_gemm(w, x, rows, in, out, y, CUDA_R_32F);
   }
-  // y (rows, out) = x W^T through cuBLAS, y in y_type (fp32 accumulation):
-  // the shape's tuned cuBLASLt algorithm where one was found faster, else
-  // cublasGemmEx's default.
+  // y (rows, out) = x W^T through cuBLAS, y in y_type (fp32 accumulation).
   void blas_gemm(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t out, void* y, cudaDataType y_type) {
-    if (auto it = plans_.find(GemmShape{rows, in, out, y_type}); it != plans_.end() && it->second.lt) {
-      check(gemm_lt(it->second, w, x, y), "cublasLtMatmul");
-      return;
-    }
     const float one = 1.0f, zero = 0.0f;
     check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(out), int(rows), int(in), &one, w.get(),
                        CudaType<T>::value, int(in), x, CudaType<T>::value, int(in), &zero, y, y_type, int(out),
@@ -551,106 +540,6 @@ class CudaModel final : public GpuBackend {
           "cublasGemmEx");
   }
 
-  // GEMM tuning. A decode step's cuBLAS GEMMs (past gemm_rows) take the
-  // fastest of cuBLASLt's heuristic candidates and cublasGemmEx's default,
-  // timed once per shape before the shape's first graph capture. Each
-  // candidate is timed over every layer's matrix in turn, so the weights
-  // stream from memory as they do in the step: one matrix timed on its own
-  // stays in L2 (o_proj's 34 MB fit) and ranks the candidates wrongly.
-  // STREAMSINK_GEMM_TUNE=0 keeps the default.
-  struct GemmPlan {
-    cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    bool lt = false;  // false: cublasGemmEx's default was the fastest
-    void destroy() {
-      if (desc) cublasLtMatmulDescDestroy(desc);
-      for (auto* l : {a, b, c})
-        if (l) cublasLtMatrixLayoutDestroy(l);
-    }
-  };
-  using GemmShape = std::tuple<int64_t, int64_t, int64_t, int>;  // rows, in, out, output type
-  std::map<GemmShape, GemmPlan> plans_;
-  cublasLtHandle_t lt_ = nullptr;
-  const bool gemm_tune_ = env_int("STREAMSINK_GEMM_TUNE", 1) != 0;
-  const bool gemm_tune_log_ = env_int("STREAMSINK_GEMM_TUNE", 1) == 2;  // 2: each plan's timings to stderr
-  static constexpr int kTuneCandidates = 16;
-
-  cublasStatus_t gemm_lt(const GemmPlan& p, const DeviceBuffer& w, const T* x, void* y) {
-    const float one = 1.0f, zero = 0.0f;
-    return cublasLtMatmul(lt_, p.desc, &one, w.get(), p.a, x, p.b, &zero, y, p.c, y, p.c, &p.algo, blas_ws_.get(),
-                          blas_ws_.bytes(), stream_);
-  }
-  // Microseconds of 3 runs of f after one warm-up (stream_ idle, no capture).
-  template <typename F>
-  float time_us(F&& f) {
-    cudaEvent_t e0, e1;
-    check(cudaEventCreate(&e0), "cudaEventCreate");
-    check(cudaEventCreate(&e1), "cudaEventCreate");
-    f();
-    check(cudaEventRecord(e0, stream_), "cudaEventRecord");
-    for (int i = 0; i < 3; ++i) f();
-    check(cudaEventRecord(e1, stream_), "cudaEventRecord");
-    check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    float ms = 0.f;
-    check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return ms * 1000.f / 3.f;
-  }
-  // Plans the shape (rows, in, out, y_type) of the matrices ws once; y is
-  // scratch here (the step that follows overwrites it).
-  void tune_gemm(const std::vector<const DeviceBuffer*>& ws, const T* x, int64_t rows, int64_t in, int64_t out, void* y,
-                 cudaDataType y_type) {
-    const GemmShape key{rows, in, out, y_type};
-    if (ws.empty() || plans_.count(key)) return;
-    GemmPlan p;
-    const cudaDataType_t t = CudaType<T>::value;
-    check(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "cublasLt transa");
-    check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "cublasLt transb");
-    check(cublasLtMatrixLayoutCreate(&p.a, t, uint64_t(in), uint64_t(out), in), "cublasLt layout");
-    check(cublasLtMatrixLayoutCreate(&p.b, t, uint64_t(in), uint64_t(rows), in), "cublasLt layout");
-    check(cublasLtMatrixLayoutCreate(&p.c, y_type, uint64_t(out), uint64_t(rows), out), "cublasLt layout");
-    cublasLtMatmulPreference_t pref = nullptr;
-    check(cublasLtMatmulPreferenceCreate(&pref), "cublasLt preference");
-    const size_t ws_bytes = blas_ws_.bytes();
-    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                               sizeof(ws_bytes)),
-          "cublasLt preference");
-    cublasLtMatmulHeuristicResult_t found[kTuneCandidates];
-    int n = 0;
-    const cublasStatus_t hs =
-        cublasLtMatmulAlgoGetHeuristic(lt_, p.desc, p.a, p.b, p.c, p.c, pref, kTuneCandidates, found, &n);
-    cublasLtMatmulPreferenceDestroy(pref);
-    plans_.emplace(key, p);  // the default while the candidates are timed
-    float best = time_us([&] {
-      for (const DeviceBuffer* w : ws) blas_gemm(*w, x, rows, in, out, y, y_type);
-    });
-    const float default_us = best;
-    int chosen = -1;
-    GemmPlan q = p;
-    for (int i = 0; hs == CUBLAS_STATUS_SUCCESS && i < n; ++i) {
-      if (found[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      q.algo = found[i].algo;
-      if (gemm_lt(q, *ws[0], x, y) != CUBLAS_STATUS_SUCCESS) continue;
-      const float us = time_us([&] {
-        for (const DeviceBuffer* w : ws) check(gemm_lt(q, *w, x, y), "cublasLtMatmul");
-      });
-      if (us < best) {
-        best = us;
-        p.algo = q.algo;
-        p.lt = true;
-        chosen = i;
-      }
-    }
-    check(cudaGetLastError(), "GEMM tuning");
-    if (gemm_tune_log_)
-      std::fprintf(stderr, "gemm tune rows %lld in %lld out %lld: default %.1f us, best %.1f us (candidate %d of %d), %zu matrices\n",
-                   (long long)rows, (long long)in, (long long)out, default_us, best, chosen, n, ws.size());
-    plans_[key] = p;
-  }
 
   // SwiGLU MLP input: act (rows, inter) = silu(gate) * up of x [W_gate | W_up]^T,
   // fused into the GEMV's epilogue for decode-sized batches.
@@ -1220,21 +1109,6 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       if (graphs_.size() >= kMaxGraphs) drop_graphs();
-      if (gemm_tune_) {  // this shape's cuBLAS GEMMs, before they are captured
-        auto tune = [&](const DeviceBuffer GpuLayer::*m, const T* in_x, int64_t in, int64_t out, void* y, cudaDataType yt) {
-          if (gemm_path(rows, in)) return;
-          std::vector<const DeviceBuffer*> ws;
-          for (const GpuLayer& g : layers_) ws.push_back(&(g.*m));
-          tune_gemm(ws, in_x, rows, in, out, y, yt);
-        };
-        const bool glu = c.activation == Activation::SwiGLU;
-        tune(&GpuLayer::wqkv, h, H, qkv_dim, qkv, CUDA_R_32F);
-        tune(&GpuLayer::wo, attn_.get<T>(), attn_dim, H, a_.get(), CUDA_R_32F);
-        tune(&GpuLayer::w_up, h, H, up_dim, up_.get(), glu && glu_rounded_ ? CudaType<T>::value : CUDA_R_32F);
-        tune(&GpuLayer::w_down, act_.get<T>(), I, H, m_.get(), CUDA_R_32F);
-        if (!gemm_path(n_out, H))
-          tune_gemm({lm_head_.bytes() ? &lm_head_ : &embed_}, normed_.get<T>(), n_out, H, V, logits_.get(), CUDA_R_32F);
-      }
       cudaGraph_t graph = nullptr;
       check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
       try {
