@@ -540,7 +540,6 @@ class CudaModel final : public GpuBackend {
           "cublasGemmEx");
   }
 
-
   // SwiGLU MLP input: act (rows, inter) = silu(gate) * up of x [W_gate | W_up]^T,
   // fused into the GEMV's epilogue for decode-sized batches.
   void gate_up_swiglu(const DeviceBuffer& w, const T* x, int64_t rows, int64_t in, int64_t inter, const float* bias,
@@ -997,7 +996,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   ap.scale = c.softmax_scale;
   // Decode steps only: within a prefill chunk a row's K/V must not land in
   // the cache while another row of its session still reads that slot.
-  ap.merge = fast_attn && causal_.empty() && rows == int64_t(seqs.size()) && splits <= std::min(attn_merge_max_, gpu::kMergeSplits);
+  ap.merge = fast_attn && causal_.empty() && rows == int64_t(seqs.size()) &&
+             splits <= std::min(attn_merge_max_, gpu::kMergeSplits);
   ap.counters = attn_counters_.get<int>();
   ap.out = attn_.get<T>();
   const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));

@@ -843,23 +843,28 @@ struct ContextMap {
 // End of a head_dim-128 decode block: merges its warps' online-softmax
 // states (max m, sum l, unnormalised acc per head, in shared memory; a warp
 // that saw no entry has m = -inf) into the split's partial (m, l, acc).
+// Element d of head g's merged state: 0 the max M, 1 the sum l, 2 + i acc[i].
+template <int G, int NW, int HD>
+__device__ __forceinline__ float merged_warps(const float (&sm)[NW][G], const float (&sl)[NW][G],
+                                              const float (&sacc)[NW][G][HD], int g, int d) {
+  float M = -INFINITY;
+  for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
+  if (d == 0) return M;
+  float val = 0.f;
+  for (int w = 0; w < NW; ++w) {
+    const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
+    val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
+  }
+  return val;
+}
+
 template <int G, int NW = kThreads / 32, int HD = 128>
 __device__ __forceinline__ void write_split_partial(const AttnParams& p, int r, int kvh, int split, const float (&sm)[NW][G],
                                                     const float (&sl)[NW][G], const float (&sacc)[NW][G][HD]) {
   for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) {
     const int g = e / (HD + 2), d = e % (HD + 2);
-    float M = -INFINITY;
-    for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
-    float val = 0.f;
-    if (d == 0) {
-      val = M;
-    } else {
-      for (int w = 0; w < NW; ++w) {
-        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
-        val += f * (d == 1 ? sl[w][g] : sacc[w][g][d - 2]);
-      }
-    }
-    p.partial[((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2) + d] = val;
+    p.partial[((int64_t(r) * p.heads + kvh * G + g) * p.splits + split) * (HD + 2) + d] =
+        merged_warps<G, NW, HD>(sm, sl, sacc, g, d);
   }
 }
 
@@ -878,15 +883,8 @@ __device__ __forceinline__ void finish_split(const AttnParams& p, const RowDesc&
   if (p.merge && used == 1) {
     for (int e = threadIdx.x; e < G * HD; e += kThreads) {
       const int g = e / HD, d = e % HD;
-      float M = -INFINITY;
-      for (int w = 0; w < NW; ++w) M = fmaxf(M, sm[w][g]);
-      float L = 0.f, a = 0.f;
-      for (int w = 0; w < NW; ++w) {
-        const float f = sm[w][g] == -INFINITY ? 0.f : __expf(sm[w][g] - M);
-        L += f * sl[w][g];
-        a += f * sacc[w][g][d];
-      }
-      out[(head0 + g) * HD + d] = from_f<T>(a / L);
+      out[(head0 + g) * HD + d] =
+          from_f<T>(merged_warps<G, NW, HD>(sm, sl, sacc, g, 2 + d) / merged_warps<G, NW, HD>(sm, sl, sacc, g, 1));
     }
     store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, HD, kvh);
     return;
