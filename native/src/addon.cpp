@@ -264,6 +264,10 @@ class NativeModel::StepWorker : public Napi::AsyncWorker {
         std::copy(lp.begin(), lp.end(), a.Data());
         o.Set("tokenLogprobs", a);
       }
+      if (outputs_[i].next_token >= 0) {
+        o.Set("nextToken", Napi::Number::New(env, outputs_[i].next_token));
+        o.Set("nextTokenLogprob", Napi::Number::New(env, outputs_[i].next_token_logprob));
+      }
       if (!outputs_[i].next_logprobs.empty()) {
         auto& nx = outputs_[i].next_logprobs;
         Napi::Float32Array a = Napi::Float32Array::New(env, nx.size());
@@ -312,6 +316,9 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
       Napi::Int32Array ta = toks.As<Napi::Int32Array>();
       entries[i].tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
       entries[i].logprobs = o.Get("logprobs").ToBoolean().Value();
+      // nextDistribution: false returns the next token only (absent: true).
+      Napi::Value dist = o.Get("nextDistribution");
+      entries[i].next_distribution = dist.IsUndefined() || dist.ToBoolean().Value();
     }
     auto* worker = new StepWorker(info.This().As<Napi::Object>(), this, std::move(entries), return_next);
     Napi::Promise p = worker->promise();

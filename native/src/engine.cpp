@@ -21,6 +21,12 @@ void log_softmax(const float* logits, int64_t n, float* out) {
 
 }  // namespace
 
+void Engine::sync_next(const Session& s) const {
+  if (!s.next_on_device) return;
+  gpu_->download_next(*s.cache, s.last_logprobs.data());
+  s.next_on_device = false;
+}
+
 Engine::Engine(const std::string& model_dir, const EngineOptions& options) {
   if (options.backend != "cpu" && options.backend != "cuda" && options.backend != "auto")
     throw EngineError(ErrorCode::InvalidArgument, "backend must be cpu, cuda or auto, got \"" + options.backend + "\"");
@@ -170,7 +176,10 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
     std::vector<int32_t> tokens;
     size_t prefix;
     bool all;
+    bool host;                  // the logits come to the host (else GPU: the next token only)
     std::vector<float> logits;  // raw logits, then log-softmaxed rows
+    int32_t next_token = -1;    // GPU: chosen on the device
+    float next_logprob = 0.0f;
   };
   std::vector<Work> work(entries.size());
   std::vector<ForwardSequence> batch;
@@ -182,15 +191,25 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
     w.prefix = w.tokens.size();
     w.tokens.insert(w.tokens.end(), entries[i].tokens.begin(), entries[i].tokens.end());
     w.all = entries[i].logprobs;
+    // On the GPU a greedy decode's distribution stays on the device: one
+    // token and its log-prob come back instead of 4 x vocab bytes.
+    w.host = !gpu_ || w.all || (return_next && entries[i].next_distribution) ||
+             w.session->options.policy == Policy::Recompute;
     if (w.tokens.empty()) continue;
-    w.logits.resize(size_t((w.all ? w.tokens.size() : 1) * V));
+    // The first token's log-prob reads the distribution before it.
+    if (w.all && w.session->has_last) sync_next(*w.session);
+    if (w.host) w.logits.resize(size_t((w.all ? w.tokens.size() : 1) * V));
     if (w.session->options.policy == Policy::Recompute) continue;
     ForwardSequence fs;
     fs.cache = w.session->cache.get();
     fs.tokens = w.tokens.data();
     fs.count = int64_t(w.tokens.size());
     fs.all_logits = w.all;
-    fs.logits = w.logits.data();
+    fs.logits = w.host ? w.logits.data() : nullptr;
+    if (gpu_) {
+      fs.next_token = &w.next_token;
+      fs.next_logprob = &w.next_logprob;
+    }
     batch.push_back(fs);
     batch_owner.push_back(i);
   }
@@ -208,10 +227,17 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
       const bool had_last = s.has_last;
       if (s.options.policy == Policy::Recompute) {
         step_recompute(s, w.tokens, w.logits, w.all);
-      } else {
+        s.set_next_from_host();
+      } else if (w.host) {
         const int64_t rows = w.all ? int64_t(w.tokens.size()) : 1;
         for (int64_t r = 0; r < rows; ++r) log_softmax(&w.logits[size_t(r * V)], V, &w.logits[size_t(r * V)]);
         std::copy(w.logits.end() - V, w.logits.end(), s.last_logprobs.begin());
+        s.next_on_device = false;
+        s.set_next_from_host();
+      } else {
+        s.next_on_device = true;
+        s.next_token = w.next_token;
+        s.next_logprob = w.next_logprob;
       }
       s.has_last = true;
       s.tokens_seen += w.tokens.size();
@@ -226,7 +252,14 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
         }
       }
     }
-    if (return_next && s.has_last) out.next_logprobs = s.last_logprobs;
+    if (s.has_last) {
+      out.next_token = s.next_token;
+      out.next_token_logprob = s.next_logprob;
+      if (return_next && entries[i].next_distribution) {
+        sync_next(s);
+        out.next_logprobs = s.last_logprobs;
+      }
+    }
   }
   return outputs;
 }

@@ -2,6 +2,7 @@
 // advances many sessions at once. Not thread-safe by itself: the Node addon
 // runs at most one call at a time on it (steps off the JS thread).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,6 +19,10 @@ struct StepEntry {
   uint64_t session = 0;
   std::vector<int32_t> tokens;
   bool logprobs = false;  // per-token log-probs of `tokens`
+  // The whole next-token distribution, when the step returns it; false: only
+  // the next token (a greedy decode), and on the GPU the distribution stays
+  // on the device until something reads it.
+  bool next_distribution = true;
 };
 
 struct StepOutput {
@@ -25,6 +30,10 @@ struct StepOutput {
   std::vector<float> token_logprobs;
   // log-softmax of the distribution after the last token (vocab), when asked for.
   std::vector<float> next_logprobs;
+  // Its most likely token (ties: the lowest id) and that token's log-prob;
+  // -1 while the session has seen no token.
+  int32_t next_token = -1;
+  float next_token_logprob = NAN;
 };
 
 struct SessionInfo {
@@ -78,6 +87,8 @@ class Engine {
   void step_recompute(Session& s, const std::vector<int32_t>& tokens, std::vector<float>& row_logprobs, bool all);
   SessionOptions validate_options(SessionOptions o) const;
   void run_forward(std::vector<ForwardSequence>& seqs);
+  // Brings a GPU session's next-token distribution to the host copy.
+  void sync_next(const Session& s) const;
   std::unique_ptr<KvCache> new_cache(const CacheShape& shape, bool scratch = false) const;
 
   std::unique_ptr<Model> model_;

@@ -36,7 +36,14 @@ struct ForwardSequence {
   const int32_t* tokens = nullptr;
   int64_t count = 0;
   bool all_logits = false;        // logits for every token, else the last only
-  float* logits = nullptr;        // (all_logits ? count : 1, vocab)
+  float* logits = nullptr;        // (all_logits ? count : 1, vocab); GPU: may be null (not copied to the host)
+  // GPU only: the most likely next token after the last row (ties: the
+  // lowest id) and its log-probability, chosen on the device. The device
+  // also keeps that row's log-softmax with the cache (GpuBackend::
+  // download_next), so the host copies a session's whole distribution only
+  // when it reads it.
+  int32_t* next_token = nullptr;
+  float* next_logprob = nullptr;
 };
 
 class Model {

@@ -1,5 +1,6 @@
 // A streaming session's state on the CPU backend.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -25,9 +26,24 @@ struct Session {
   std::unique_ptr<KvCache> cache;     // absent for `recompute`
   std::deque<int32_t> history;        // `recompute`: the last W-1 tokens
   std::vector<int32_t> pending_prefix;  // learned sink token not yet run
-  std::vector<float> last_logprobs;   // log-softmax after the last token (vocab)
+  // The next-token distribution: log-softmax after the last token (vocab).
+  // On the GPU it is kept on the device after a step whose caller did not
+  // read it (next_on_device); the host copy is refreshed when something
+  // reads it (Engine::sync_next). Mutable so that const readers (exports)
+  // can refresh it.
+  mutable std::vector<float> last_logprobs;
+  mutable bool next_on_device = false;
   bool has_last = false;
+  int32_t next_token = -1;            // argmax of that distribution (ties: the lowest id)
+  float next_logprob = 0.0f;          // and its log-probability
   uint64_t tokens_seen = 0;           // tokens processed, prefix included
+
+  // next_token and next_logprob from the host copy of the distribution.
+  void set_next_from_host() {
+    const auto best = std::max_element(last_logprobs.begin(), last_logprobs.end());
+    next_token = int32_t(best - last_logprobs.begin());
+    next_logprob = *best;
+  }
 
   int64_t cache_fill() const {
     if (cache) return cache->filled();

@@ -132,6 +132,7 @@ std::vector<uint8_t> Engine::export_session(uint64_t id) const { return encode_s
 // `with_cache` false: the SINK and WIND parts are written empty (the skeleton
 // of export_session_slots).
 std::vector<uint8_t> Engine::encode_session(const Session& s, bool with_cache) const {
+  sync_next(s);
   const ModelConfig& c = model_->config();
   Writer w;
   w.bytes(kMagic, 8);
@@ -332,6 +333,7 @@ uint64_t Engine::import_session(const uint8_t* data, size_t size) {
   if (has_last) {
     const uint8_t* last = read_part(kTagLast, "LAST", size_t(c.vocab_size) * sizeof(float));
     std::memcpy(s->last_logprobs.data(), last, size_t(c.vocab_size) * sizeof(float));
+    s->set_next_from_host();
   }
   if (r.remaining() != 8 || std::memcmp(r.take(8, "trailer"), kTrailer, 8) != 0)
     throw EngineError(ErrorCode::SnapshotCorrupt, "session snapshot has a bad trailer or trailing bytes");

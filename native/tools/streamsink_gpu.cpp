@@ -379,6 +379,75 @@ int cmd_snapshot(std::vector<std::string> args) {
   return ok ? 0 : 1;
 }
 
+// The next token chosen on the device (StepEntry::next_distribution =
+// false) against the same step's distribution on the host. Twin sessions,
+// one of each pair in each mode, see the same tokens in the same steps
+// (identical rows of one batched forward): a prefill chunk, then decode steps
+// (replayed graphs), with `sinks`, `dense` (its cache grows and moves) and
+// per-token log-probs on one (whose logits come to the host). Per step: the same token (unless the host's
+// top two are within 1e-5), its log-prob within 1e-4; the distribution
+// fetched later (Engine::sync_next, by an export) within 1e-4 of the twin's.
+int cmd_next(std::vector<std::string> args) {
+  GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "bf16"));
+  if (args.empty()) throw std::runtime_error("next <model dir>");
+  Engine gpu(args[0], gpu_engine(dtype));
+  const int64_t V = gpu.model().config().vocab_size;
+  std::vector<int32_t> ids = random_ids(200, int32_t(V), 17);
+  struct Pair {
+    uint64_t full, lean;
+    bool logprobs;
+  };
+  std::vector<Pair> pairs;
+  for (int k = 0; k < 4; ++k) {
+    SessionOptions so;
+    so.policy = k == 3 ? Policy::Dense : Policy::Sinks;
+    so.sinks = 4;
+    so.window = 24 + 8 * k;
+    so.sink_token = -1;
+    pairs.push_back({gpu.open_session(so), gpu.open_session(so), k == 1});
+  }
+  double token_err = 0, dist_err = 0;
+  int64_t mismatched = 0, ties = 0, steps = 0;
+  auto run = [&](size_t begin, size_t count) {
+    std::vector<StepEntry> entries;
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      const size_t b = begin + 7 * k;  // each pair its own tokens
+      std::vector<int32_t> t(ids.begin() + b, ids.begin() + b + count);
+      entries.push_back({pairs[k].full, t, pairs[k].logprobs, true});
+      entries.push_back({pairs[k].lean, t, pairs[k].logprobs, false});
+    }
+    std::vector<StepOutput> out = gpu.step(entries, true);
+    ++steps;
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      const StepOutput &f = out[2 * k], &l = out[2 * k + 1];
+      if (!l.next_logprobs.empty() || f.next_logprobs.size() != size_t(V)) throw std::runtime_error("next: wrong outputs returned");
+      std::vector<float> sorted(f.next_logprobs);
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      if (l.next_token != f.next_token) {
+        if (sorted[0] - sorted[1] <= 1e-5f) ++ties;
+        else ++mismatched;
+      }
+      token_err = std::max(token_err, double(std::fabs(l.next_token_logprob - sorted[0])));
+      if (pairs[k].logprobs)  // the stream's first token has none (NaN)
+        token_err = std::max(token_err, l.token_logprobs.size() == count ? max_abs_diff(l.token_logprobs, f.token_logprobs, begin == 0 ? 1 : 0) : INFINITY);
+    }
+  };
+  run(0, 40);                                        // prefill chunk
+  for (size_t i = 40; i < 70; ++i) run(i, 1);        // decode steps
+  for (size_t k = 0; k < pairs.size(); ++k) {        // the kept distribution, via an export
+    gpu.export_session(pairs[k].lean);
+    std::vector<StepOutput> o = gpu.step({{pairs[k].full, {}, false, true}, {pairs[k].lean, {}, false, true}}, true);
+    dist_err = std::max(dist_err, o[1].next_logprobs.size() == size_t(V) ? max_abs_diff(o[1].next_logprobs, o[0].next_logprobs, 0) : INFINITY);
+  }
+  const bool pass = mismatched == 0 && token_err <= 1e-4 && dist_err <= 1e-4;
+  std::printf("{\"check\":\"next_token\",\"dtype\":\"%s\",\"steps\":%lld,\"sessions\":%zu,\"token_mismatches\":%lld,"
+              "\"near_ties\":%lld,\"max_logprob_err\":%.3e,\"max_distribution_err\":%.3e,\"tolerance\":1e-04,\"pass\":%s}\n",
+              gpu_dtype_name(dtype), (long long)steps, 2 * pairs.size(), (long long)mismatched, (long long)ties, token_err,
+              dist_err, pass ? "true" : "false");
+  std::fflush(stdout);
+  return pass ? 0 : 1;
+}
+
 size_t device_used() {
   size_t free = 0, total = 0;
   cudaMemGetInfo(&free, &total);
@@ -564,16 +633,19 @@ Sessions make_sessions(GpuBackend& g, const ModelConfig& c, int64_t batch, int64
   return s;
 }
 
-// ms per decode step of all sessions together.
+// ms per decode step of all sessions together. `distribution`: every
+// session's logits come to the host (a sampling decode); else only each
+// session's next token (a greedy decode: the engine's StepEntry::
+// next_distribution = false).
 // cudart's profiler control (cuda_profiler_api.h is not in every toolkit
 // packaging, the symbols are).
 extern "C" cudaError_t cudaProfilerStart(void);
 extern "C" cudaError_t cudaProfilerStop(void);
 
-double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
+double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps, bool distribution = false) {
   std::vector<ForwardSequence> seqs(s.caches.size());
-  std::vector<int32_t> toks(s.caches.size());
-  std::vector<float> logits(s.caches.size() * size_t(vocab));
+  std::vector<int32_t> toks(s.caches.size()), next(s.caches.size());
+  std::vector<float> logits(distribution ? s.caches.size() * size_t(vocab) : 0), next_lp(s.caches.size());
   std::mt19937_64 rng(9);
   auto run = [&](int n) {
     for (int i = 0; i < n; ++i) {
@@ -582,7 +654,9 @@ double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
         seqs[b].cache = s.caches[b].get();
         seqs[b].tokens = &toks[b];
         seqs[b].count = 1;
-        seqs[b].logits = &logits[b * size_t(vocab)];
+        seqs[b].logits = distribution ? &logits[b * size_t(vocab)] : nullptr;
+        seqs[b].next_token = &next[b];
+        seqs[b].next_logprob = &next_lp[b];
       }
       g.forward(seqs);
     }
@@ -603,7 +677,8 @@ double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps) {
 // ms of one recompute-baseline token: a forward over the last W tokens into a throwaway cache.
 double time_recompute(GpuBackend& g, const ModelConfig& c, int64_t window, int reps) {
   std::vector<int32_t> ids = random_ids(window, c.vocab_size, 13);
-  std::vector<float> logits(size_t(c.vocab_size));
+  int32_t next = 0;  // the next token only, as time_decode's greedy steps
+  float next_lp = 0;
   auto run = [&](int n) {
     for (int i = 0; i < n; ++i) {
       KvCache scratch(CacheShape{Policy::Dense, 0, 0}, c.layers, c.kv_heads, c.head_dim, true, false);
@@ -612,7 +687,8 @@ double time_recompute(GpuBackend& g, const ModelConfig& c, int64_t window, int r
       seq[0].discard_kv = true;
       seq[0].tokens = ids.data();
       seq[0].count = window;
-      seq[0].logits = logits.data();
+      seq[0].next_token = &next;
+      seq[0].next_logprob = &next_lp;
       g.forward(seq);
     }
   };
@@ -663,15 +739,20 @@ int cmd_bench(std::vector<std::string> args) {
     }
     for (int64_t B : batches) {
       Sessions s = make_sessions(*g, c, B, S, W);
+      // A greedy step (the next token comes back), then the same with every
+      // session's logits copied to the host (a sampling step).
       double ms = time_decode(*g, s, c.vocab_size, steps);
+      double ms_dist = time_decode(*g, s, c.vocab_size, steps, true);
       double bytes = step_bytes(c, 2, B, S + W);
       double roofline_ms = bytes / bw * 1e3;
       js << (first ? "" : ",\n") << "    {\"shape\": \"" << shape << "\", \"batch\": " << B << ", \"cache\": \"4+2044\", \"ms_per_step\": " << ms
          << ", \"tokens_per_s\": " << double(B) * 1e3 / ms << ", \"bytes_per_step\": " << bytes
-         << ", \"roofline_ms\": " << roofline_ms << ", \"fraction_of_roofline\": " << roofline_ms / ms << "}";
+         << ", \"roofline_ms\": " << roofline_ms << ", \"fraction_of_roofline\": " << roofline_ms / ms
+         << ", \"logits_to_host\": {\"ms_per_step\": " << ms_dist << ", \"fraction_of_roofline\": " << roofline_ms / ms_dist << "}}";
       first = false;
-      std::fprintf(stderr, "decode %s batch %lld: %.3f ms/step, %.0f tok/s, %.1f%% of roofline (%.3f ms)\n", shape.c_str(),
-                   (long long)B, ms, double(B) * 1e3 / ms, 100 * roofline_ms / ms, roofline_ms);
+      std::fprintf(stderr, "decode %s batch %lld: %.3f ms/step, %.0f tok/s, %.1f%% of roofline (%.3f ms); logits to host %.3f ms, %.1f%%\n",
+                   shape.c_str(), (long long)B, ms, double(B) * 1e3 / ms, 100 * roofline_ms / ms, roofline_ms, ms_dist,
+                   100 * roofline_ms / ms_dist);
     }
   }
   js << "\n  ],\n";
@@ -726,7 +807,7 @@ int cmd_info() {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
-    std::fprintf(stderr, "usage: streamsink_gpu info|parity|versus|snapshot|stream|bench ...\n");
+    std::fprintf(stderr, "usage: streamsink_gpu info|parity|versus|snapshot|next|stream|bench ...\n");
     return 2;
   }
   std::string cmd = args[0];
@@ -736,6 +817,7 @@ int main(int argc, char** argv) {
     if (cmd == "parity") return cmd_parity(args);
     if (cmd == "versus") return cmd_versus(args);
     if (cmd == "snapshot") return cmd_snapshot(args);
+    if (cmd == "next") return cmd_next(args);
     if (cmd == "stream") return cmd_stream(args);
     if (cmd == "score") return cmd_score(args);
     if (cmd == "bench") return cmd_bench(args);

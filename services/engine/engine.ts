@@ -49,11 +49,28 @@ export interface StepRequest {
   tokens: ArrayLike<number>;
   /** Return log p(token_i | everything before) for each appended token. */
   logprobs?: boolean;
+  /**
+   * What comes back about the next token: `"distribution"` (default) its
+   * log-probabilities over the vocabulary, `"token"` only the most likely one
+   * and its log-prob (a greedy decode). With `"token"` the CUDA backend keeps
+   * the distribution on the GPU, and the step moves 8 bytes per session to
+   * the host instead of 4 x vocab; Session.nextDistribution() fetches it.
+   */
+  next?: "distribution" | "token";
+}
+
+/** The most likely next token (ties: the lowest id) and its log-probability. */
+export interface NextToken {
+  token: number;
+  logprob: number;
 }
 
 export interface StepResult {
   tokenLogprobs?: Float32Array;
-  nextLogprobs: Float32Array;
+  /** Present when the request asked for the distribution and the session has seen a token. */
+  nextLogprobs?: Float32Array;
+  /** Present once the session has seen a token. */
+  nextToken?: NextToken;
 }
 
 export class Engine implements AsyncDisposable {
@@ -153,13 +170,19 @@ export class Engine implements AsyncDisposable {
   async step(requests: readonly StepRequest[]): Promise<StepResult[]> {
     const entries = requests.map((r) => {
       if (r.session.engine !== this) throw new InvalidArgumentError("E_INVALID_ARGUMENT", "session belongs to another engine");
-      return { session: r.session.requireOpen(), tokens: Int32Array.from(r.tokens), logprobs: r.logprobs ?? false };
+      if (r.next !== undefined && r.next !== "distribution" && r.next !== "token")
+        throw new InvalidArgumentError("E_INVALID_ARGUMENT", `next must be "distribution" or "token", got ${String(r.next)}`);
+      return { session: r.session.requireOpen(), tokens: Int32Array.from(r.tokens), logprobs: r.logprobs ?? false, nextDistribution: r.next !== "token" };
     });
     const outputs = await this.run((n) => n.step(entries, true));
     return outputs.map((o, i) => {
-      const next = o.nextLogprobs ?? new Float32Array(0);
-      requests[i]!.session.setNext(next);
-      return o.tokenLogprobs ? { tokenLogprobs: o.tokenLogprobs, nextLogprobs: next } : { nextLogprobs: next };
+      const nextToken = o.nextToken !== undefined ? { token: o.nextToken, logprob: o.nextTokenLogprob ?? Number.NaN } : undefined;
+      const result: StepResult = {};
+      if (o.tokenLogprobs) result.tokenLogprobs = o.tokenLogprobs;
+      if (o.nextLogprobs) result.nextLogprobs = o.nextLogprobs;
+      if (nextToken) result.nextToken = nextToken;
+      requests[i]!.session.setNext(result);
+      return result;
     });
   }
 

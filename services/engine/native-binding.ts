@@ -55,13 +55,18 @@ export interface NativeStepEntry {
   session: number;
   tokens: Int32Array;
   logprobs: boolean;
+  /** false: return the next token only, not its distribution (absent: true). */
+  nextDistribution?: boolean;
 }
 
 export interface NativeStepOutput {
   /** Present when the entry asked for log-probs; NaN for a session's first token. */
   tokenLogprobs?: Float32Array;
-  /** Log-softmax after the entry's last token, when `returnNext` was set. */
+  /** Log-softmax after the entry's last token, when `returnNext` and `nextDistribution` were set. */
   nextLogprobs?: Float32Array;
+  /** Its most likely token (ties: the lowest id) and that token's log-prob; absent before the first token. */
+  nextToken?: number;
+  nextTokenLogprob?: number;
 }
 
 export interface NativeModel {

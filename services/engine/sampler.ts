@@ -49,6 +49,11 @@ export class Sampler {
     this.#random = mulberry32(this.#options.seed);
   }
 
+  /** Temperature 0: the most likely token (ties: the lowest id), no random draws. */
+  get greedy(): boolean {
+    return this.#options.temperature === 0;
+  }
+
   /**
    * Moves on as if `n` tokens had been sampled (each sample draws one random
    * number; greedy draws none): a generation resumed after `n` recorded

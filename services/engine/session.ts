@@ -3,7 +3,7 @@
  * generate, export its state. Operations on one session run in order through
  * the engine's queue.
  */
-import type { Engine } from "./engine.js";
+import type { Engine, NextToken, StepResult } from "./engine.js";
 import { EngineError, InvalidArgumentError, SessionNotFoundError } from "./errors.js";
 import type { NativeSessionInfo } from "./native-binding.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
@@ -42,6 +42,7 @@ export class Session implements AsyncDisposable {
   readonly id: number;
   #closed = false;
   #next: Float32Array | undefined;
+  #nextToken: NextToken | undefined;
 
   /** @internal Created by Engine.openSession / importSession. */
   constructor(engine: Engine, id: number) {
@@ -59,9 +60,11 @@ export class Session implements AsyncDisposable {
     return this.id;
   }
 
-  /** @internal */
-  setNext(next: Float32Array): void {
-    this.#next = next.length > 0 ? next : this.#next;
+  /** @internal What a step told about the next token (nothing before the session's first token). */
+  setNext(result: StepResult): void {
+    if (!result.nextToken) return;
+    this.#nextToken = result.nextToken;
+    this.#next = result.nextLogprobs;
   }
 
   /** @internal */
@@ -69,8 +72,25 @@ export class Session implements AsyncDisposable {
     this.#closed = true;
   }
 
-  /** Log-probabilities of the next token, after the last appended one. */
+  /**
+   * Log-probabilities of the next token, after the last appended one, as the
+   * last step returned them: undefined before the first token, and after a
+   * step that returned the next token only (a greedy generate); then
+   * nextDistribution() fetches them.
+   */
   get nextLogprobs(): Float32Array | undefined {
+    return this.#next;
+  }
+
+  /** The most likely next token and its log-prob; undefined before the first token. */
+  get nextToken(): NextToken | undefined {
+    return this.#nextToken;
+  }
+
+  /** The next-token log-probabilities, fetched from the engine when the last step did not return them. */
+  async nextDistribution(): Promise<Float32Array | undefined> {
+    if (this.#next || !this.#nextToken) return this.#next;
+    await this.engine.step([{ session: this, tokens: [] }]);
     return this.#next;
   }
 
@@ -98,12 +118,14 @@ export class Session implements AsyncDisposable {
     const sampler = new Sampler(options);
     const stop = new Set(options.stopTokens ?? []);
     const tokens: number[] = [];
+    // Greedy decoding reads only the next token, so its steps leave the
+    // distribution with the engine (on the GPU, on the device).
+    const next = sampler.greedy ? "token" : "distribution";
     while (tokens.length < options.maxNewTokens) {
       if (options.signal?.aborted) return { tokens, finishReason: "cancelled" };
-      const next = this.#next;
-      if (!next) throw new InvalidArgumentError("E_INVALID_ARGUMENT", "generate needs a prompt: append at least one token first");
-      const token = sampler.sample(next);
-      await this.engine.step([{ session: this, tokens: [token] }]);
+      if (!this.#nextToken) throw new InvalidArgumentError("E_INVALID_ARGUMENT", "generate needs a prompt: append at least one token first");
+      const token = sampler.greedy ? this.#nextToken.token : sampler.sample((await this.nextDistribution())!);
+      await this.engine.step([{ session: this, tokens: [token], next }]);
       tokens.push(token);
       options.onToken?.(token);
       if (stop.has(token)) return { tokens, finishReason: "stop" };

@@ -502,7 +502,11 @@ export class SessionHost {
     const take = (hosted: Hosted, job: Job, tokens: number[]) => {
       budget -= tokens.length;
       job.started = true;
-      requests.push({ session: hosted.session, tokens, logprobs: job.wantLogprobs });
+      // Only a sampling (temperature > 0) generation reads the whole next-token
+      // distribution; every other step takes the next token alone, and the
+      // engine keeps the distribution (on the GPU) until something reads it.
+      const next = job.generate && !job.generate.sampler.greedy ? "distribution" : "token";
+      requests.push({ session: hosted.session, tokens, logprobs: job.wantLogprobs, next });
       owners.push({ hosted, job, tokens });
     };
 
@@ -532,13 +536,22 @@ export class SessionHost {
         this.#finishGenerate(hosted, job);
         continue;
       }
-      const next = hosted.session.nextLogprobs;
-      if (!next) {
+      const nextToken = hosted.session.nextToken;
+      if (!nextToken) {
         this.#fail(hosted, job, new InvalidRequestError("generate needs context: the session is empty and no prompt was given"));
         continue;
       }
       // A replayed generation re-applies what it produced before the failover; it samples only past that.
-      const token = g.generated.length < g.recorded.length ? g.recorded[g.generated.length]! : g.sampler.sample(next);
+      let token: number;
+      if (g.generated.length < g.recorded.length) token = g.recorded[g.generated.length]!;
+      else if (g.sampler.greedy) token = nextToken.token;
+      else {
+        // The distribution is on the host unless this session's last step
+        // took the next token only (an append, or a greedy generation).
+        const next = hosted.session.nextLogprobs ?? (await hosted.session.nextDistribution());
+        if (this.#sessions.get(hosted.id) !== hosted || hosted.queue[0] !== job) continue;
+        token = g.sampler.sample(next!);
+      }
       g.generated.push(token);
       const piece = this.#nextPiece(g);
       g.text += piece;

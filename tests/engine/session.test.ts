@@ -216,6 +216,50 @@ describe("engine sessions (llama-gqa)", () => {
     for (const s of [greedy, shadow, stopper]) await s.close();
   });
 
+  it("returns only the next token when asked, and the distribution on demand", async () => {
+    const opts: SessionOptions = { policy: "sinks", sinks: 4, window: 28, sinkToken: "none" };
+    const full = await engine.openSession(opts);
+    const lean = await engine.openSession(opts);
+    expect(lean.nextToken).toBeUndefined();
+    // An empty session has no next token: nothing comes back about it.
+    const [empty] = await engine.step([{ session: lean, tokens: [], next: "token" }]);
+    expect(empty).toEqual({});
+    for (let i = 0; i < 24; i += 6) {
+      const chunk = ids.slice(i, i + 6);
+      const [a, b] = await engine.step([
+        { session: full, tokens: chunk },
+        { session: lean, tokens: chunk, next: "token" },
+      ]);
+      expect(b!.nextLogprobs).toBeUndefined();
+      expect(lean.nextLogprobs).toBeUndefined();
+      expect(a!.nextToken).toEqual({ token: argmax(a!.nextLogprobs!), logprob: a!.nextLogprobs![argmax(a!.nextLogprobs!)] });
+      expect(b!.nextToken).toEqual(a!.nextToken);
+      expect(lean.nextToken).toEqual(a!.nextToken);
+    }
+    // Fetched on demand: the same distribution, and the session is unchanged by the fetch.
+    const before = await lean.info();
+    expect(await lean.nextDistribution()).toEqual(full.nextLogprobs);
+    expect(lean.nextLogprobs).toEqual(full.nextLogprobs);
+    expect(await lean.info()).toEqual(before);
+    // Token-only steps still export the whole state: an import samples from the same distribution.
+    await lean.append([ids[30]!], { logprobs: true });
+    await full.append([ids[30]!], { logprobs: true });
+    const [step] = await engine.step([{ session: lean, tokens: [ids[31]!], logprobs: true, next: "token" }]);
+    const [ref] = await engine.step([{ session: full, tokens: [ids[31]!], logprobs: true }]);
+    expect(step!.tokenLogprobs).toEqual(ref!.tokenLogprobs);
+    const copy = await engine.importSession(await lean.export());
+    expect(copy.nextLogprobs).toEqual(full.nextLogprobs);
+    expect(copy.nextToken).toEqual(full.nextToken);
+    await expect(engine.step([{ session: lean, tokens: [1], next: "all" as "token" }])).rejects.toBeInstanceOf(InvalidArgumentError);
+    // A sampling generation after token-only steps fetches the distribution first.
+    const sampled = async (s: typeof lean) => (await s.generate({ maxNewTokens: 6, temperature: 1, seed: 3 })).tokens;
+    await lean.append([ids[32]!], { logprobs: false });
+    await engine.step([{ session: lean, tokens: [ids[33]!], next: "token" }]);
+    await full.append([ids[32]!, ids[33]!]);
+    expect(await sampled(lean)).toEqual(await sampled(full));
+    for (const s of [full, lean, copy]) await s.close();
+  });
+
   it("stops generating when cancelled", async () => {
     const s = await engine.openSession({ sinkToken: "none" });
     await s.append(ids.slice(0, 4));

@@ -44,6 +44,9 @@ class GpuBackend {
   virtual void download(KvCache& cache, const std::vector<std::pair<int64_t, int64_t>>& ranges) = 0;
   // Copies the host arrays into device storage (attaching it), then frees them.
   virtual void upload(KvCache& cache) = 0;
+  // Copies the log-softmax of the last row of `cache`'s latest forward (the
+  // session's next-token distribution, vocab floats) to `dst`.
+  virtual void download_next(const KvCache& cache, float* dst) = 0;
   virtual std::string device_name() const = 0;
   virtual GpuDtype dtype() const = 0;
   // Bytes of weights resident on the device.

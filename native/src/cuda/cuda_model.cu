@@ -107,6 +107,7 @@ class DeviceBuffer {
 struct DeviceKv {
   DeviceBuffer k, v;
   int64_t slots = 0;
+  DeviceBuffer next;  // vocab floats: the log-softmax after the cache's last token
 };
 
 template <typename T> struct CudaType;
@@ -159,6 +160,7 @@ class CudaModel final : public GpuBackend {
     drop_graphs();
     if (host_meta_) cudaFreeHost(host_meta_);
     if (host_logits_) cudaFreeHost(host_logits_);
+    if (host_next_) cudaFreeHost(host_next_);
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -293,6 +295,13 @@ class CudaModel final : public GpuBackend {
   void forward(std::vector<ForwardSequence>& seqs) override;
 
  private:
+  void download_next(const KvCache& cache, float* dst) override {
+    check(cudaSetDevice(options_.device), "cudaSetDevice");
+    const DeviceKv* dk = device_of(cache);
+    if (!dk || !dk->next.bytes()) throw EngineError(ErrorCode::InvalidArgument, "CUDA: the cache has no next-token distribution");
+    check(cudaMemcpy(dst, dk->next.get(), size_t(c_.vocab_size) * sizeof(float), cudaMemcpyDeviceToHost), "next download");
+  }
+
   static DeviceKv* device_of(const KvCache& cache) { return static_cast<DeviceKv*>(cache.device().get()); }
 
   // Device storage for all of cache.slots_allocated(); a dense cache that
@@ -307,6 +316,8 @@ class CudaModel final : public GpuBackend {
     fresh->k.reset(bytes);
     fresh->v.reset(bytes);
     fresh->slots = want;
+    if (dk) fresh->next = std::move(dk->next);
+    else fresh->next.reset(size_t(c_.vocab_size) * sizeof(float));
     check(cudaMemsetAsync(fresh->k.get(), 0, bytes, stream_), "cache init");
     check(cudaMemsetAsync(fresh->v.get(), 0, bytes, stream_), "cache init");
     if (dk && dk->slots > 0) {
@@ -662,9 +673,10 @@ class CudaModel final : public GpuBackend {
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
   struct GraphKey {
-    int64_t seqs, rows, n_out, splits, chunk, rope;
+    int64_t seqs, rows, n_out, nexts, splits, chunk, rope;
     bool operator<(const GraphKey& o) const {
-      return std::tie(seqs, rows, n_out, splits, chunk, rope) < std::tie(o.seqs, o.rows, o.n_out, o.splits, o.chunk, o.rope);
+      return std::tie(seqs, rows, n_out, nexts, splits, chunk, rope) <
+             std::tie(o.seqs, o.rows, o.n_out, o.nexts, o.splits, o.chunk, o.rope);
     }
   };
   static constexpr size_t kMaxGraphs = 256;
@@ -764,9 +776,10 @@ class CudaModel final : public GpuBackend {
   const int gemm_rows_blocks_ = env_int("STREAMSINK_GEMM_ROWS_BLOCKS", 0);  // grid size for tests (0: resident slots)
   DeviceBuffer rows_ws_, rows_counters_;  // gemm_rows's split-K partial tiles and arrival counters
   // STREAMSINK_ABLATE=qkv,attention,combine,oproj,norm,gateup,down leaves
-  // those kernels out of every layer: for timing what each costs inside a
-  // graph replay only (the results are wrong).
-  enum class Part { Qkv = 1, Attention = 2, Combine = 4, OProj = 8, Norm = 16, GateUp = 32, Down = 64 };
+  // those kernels out of every layer, and `download` leaves out the logits'
+  // copy to the host: for timing what each costs inside a graph replay only
+  // (the results are wrong).
+  enum class Part { Qkv = 1, Attention = 2, Combine = 4, OProj = 8, Norm = 16, GateUp = 32, Down = 64, Download = 128 };
   static int parse_ablate() {
     const char* v = std::getenv("STREAMSINK_ABLATE");
     const std::string list = v ? "," + std::string(v) + "," : "";
@@ -774,7 +787,7 @@ class CudaModel final : public GpuBackend {
     const std::pair<const char*, Part> names[] = {{"qkv", Part::Qkv},       {"attention", Part::Attention},
                                                   {"combine", Part::Combine}, {"oproj", Part::OProj},
                                                   {"norm", Part::Norm},     {"gateup", Part::GateUp},
-                                                  {"down", Part::Down}};
+                                                  {"down", Part::Down},     {"download", Part::Download}};
     for (const auto& [name, part] : names)
       if (list.find("," + std::string(name) + ",") != std::string::npos) mask |= int(part);
     return mask;
@@ -817,12 +830,14 @@ class CudaModel final : public GpuBackend {
   std::vector<CausalChunk> causal_;
   DeviceBuffer cq_, ck_, cv_, cs_, cp_, co_;
   // Step workspace.
-  DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_;
+  DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_, next_;
   DeviceBuffer attn_counters_;  // (rows, kv_heads) arrivals for the in-kernel split merge
   void* host_meta_ = nullptr;
   size_t host_meta_bytes_ = 0;
   float* host_logits_ = nullptr;
   size_t host_logits_bytes_ = 0;
+  gpu::NextTop* host_next_ = nullptr;  // pinned, one per sequence with tokens
+  size_t host_next_bytes_ = 0;
 };
 
 template <typename T>
@@ -844,8 +859,29 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   std::vector<gpu::SeqDesc> sd(seqs.size());
   std::vector<gpu::RowDesc> rd(static_cast<size_t>(rows));
   std::vector<int32_t> tokens(static_cast<size_t>(rows));
+  // Output rows: those of sequences whose logits are copied to the host
+  // first (one download), then the rest.
   std::vector<int64_t> out_rows;
   out_rows.reserve(size_t(n_out));
+  std::vector<int64_t> out_at(seqs.size(), -1);  // a sequence's first row in the step's logits
+  int64_t n_copy = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    int64_t r0 = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const ForwardSequence& q = seqs[i];
+      const int64_t first = r0;
+      r0 += q.count;
+      if (q.count == 0 || (q.logits != nullptr) != (pass == 0)) continue;
+      out_at[i] = int64_t(out_rows.size());
+      if (q.all_logits)
+        for (int64_t j = 0; j < q.count; ++j) out_rows.push_back(first + j);
+      else
+        out_rows.push_back(first + q.count - 1);
+    }
+    if (pass == 0) n_copy = int64_t(out_rows.size());
+  }
+  std::vector<gpu::NextDesc> nd;  // per sequence with tokens
+  nd.reserve(seqs.size());
   int64_t row = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     ForwardSequence& q = seqs[i];
@@ -884,30 +920,32 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     }
     max_pos = std::max(max_pos, shape.visible(first + q.count - 1));
     if (q.count > 0) {
-      if (q.all_logits)
-        for (int64_t j = 0; j < q.count; ++j) out_rows.push_back(s.row0 + j);
-      else
-        out_rows.push_back(row - 1);
+      const int64_t last = out_at[i] + (q.all_logits ? q.count - 1 : 0);
+      nd.push_back({last, !q.discard_kv && dk ? dk->next.get<float>() : nullptr});
     }
   }
   ensure_rope(std::max<int64_t>(max_pos, 2));  // position 1 is the decode kernel's step rotation
 
   const size_t sd_bytes = sd.size() * sizeof(gpu::SeqDesc), rd_bytes = rd.size() * sizeof(gpu::RowDesc);
   const size_t tok_bytes = tokens.size() * sizeof(int32_t), out_bytes = out_rows.size() * sizeof(int64_t);
+  const size_t nd_bytes = nd.size() * sizeof(gpu::NextDesc);
   auto align = [](size_t b) { return (b + 15) & ~size_t(15); };
   const size_t o_rd = align(sd_bytes), o_tok = o_rd + align(rd_bytes), o_out = o_tok + align(tok_bytes);
-  const size_t meta_bytes = o_out + out_bytes;
+  const size_t o_nd = o_out + align(out_bytes);
+  const size_t meta_bytes = o_nd + nd_bytes;
   uint8_t* hm = static_cast<uint8_t*>(host_meta(meta_bytes));
   std::memcpy(hm, sd.data(), sd_bytes);
   std::memcpy(hm + o_rd, rd.data(), rd_bytes);
   std::memcpy(hm + o_tok, tokens.data(), tok_bytes);
   std::memcpy(hm + o_out, out_rows.data(), out_bytes);
+  std::memcpy(hm + o_nd, nd.data(), nd_bytes);
   if (meta_.ensure(meta_bytes)) drop_graphs();
   check(cudaMemcpyAsync(meta_.get(), hm, meta_bytes, cudaMemcpyHostToDevice, stream_), "descriptor upload");
   const auto* d_seqs = reinterpret_cast<const gpu::SeqDesc*>(meta_.get<uint8_t>());
   const auto* d_rows = reinterpret_cast<const gpu::RowDesc*>(meta_.get<uint8_t>() + o_rd);
   const auto* d_tokens = reinterpret_cast<const int32_t*>(meta_.get<uint8_t>() + o_tok);
   const auto* d_out = reinterpret_cast<const int64_t*>(meta_.get<uint8_t>() + o_out);
+  const auto* d_next = reinterpret_cast<const gpu::NextDesc*>(meta_.get<uint8_t>() + o_nd);
 
   // Attention split: enough blocks to fill the GPU even for one session.
   const int G = c.heads / c.kv_heads;
@@ -969,6 +1007,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   if (c.parallel_residual && c.mlp_norm_separate) moved |= h2_.ensure(size_t(rows * H) * sizeof(T));
   moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
   moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
+  moved |= next_.ensure(nd.size() * sizeof(gpu::NextTop));
   moved |= reserve_rows_gemm(rows, n_out, qkv_dim, attn_dim, up_dim);
   if (moved) drop_graphs();
 
@@ -1100,12 +1139,15 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Final norm and LM head for the rows whose logits are wanted.
   norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
   gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
+  // Each sequence's next token, and its distribution kept on the device.
+  gpu::next_top<<<unsigned(nd.size()), 1024, 0, stream_>>>(logits_.get<float>(), V, d_next, next_.get<gpu::NextTop>());
+  check(cudaGetLastError(), "next_top launch");
   };
 
   // Graphs for decode steps only (one token per sequence): their shapes
   // repeat step after step, while prefill chunk sizes vary.
   if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
-    const GraphKey key{int64_t(seqs.size()), rows, n_out, splits, chunk, rope_positions_};
+    const GraphKey key{int64_t(seqs.size()), rows, n_out, int64_t(nd.size()), splits, chunk, rope_positions_};
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       if (graphs_.size() >= kMaxGraphs) drop_graphs();
@@ -1131,24 +1173,39 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   } else {
     enqueue();
   }
-  const size_t logit_bytes = size_t(n_out * V) * sizeof(float);
+  // Only the rows asked for come back (they lead the logits), and each
+  // sequence's next token: 8 bytes for a decoding session that samples
+  // greedily, against 4 x vocab for its whole distribution.
+  const size_t logit_bytes = size_t(n_copy * V) * sizeof(float), next_bytes = nd.size() * sizeof(gpu::NextTop);
   if (logit_bytes > host_logits_bytes_) {
     if (host_logits_) cudaFreeHost(host_logits_);
     host_logits_ = nullptr;
     check(cudaMallocHost(&host_logits_, logit_bytes), "cudaMallocHost");
     host_logits_bytes_ = logit_bytes;
   }
-  check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
+  if (next_bytes > host_next_bytes_) {
+    if (host_next_) cudaFreeHost(host_next_);
+    host_next_ = nullptr;
+    const size_t grown = std::max(next_bytes, size_t(4096));
+    check(cudaMallocHost(reinterpret_cast<void**>(&host_next_), grown), "cudaMallocHost");
+    host_next_bytes_ = grown;
+  }
+  if (logit_bytes > 0 && on(Part::Download))
+    check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
+  check(cudaMemcpyAsync(host_next_, next_.get(), next_bytes, cudaMemcpyDeviceToHost, stream_), "next-token download");
   check(cudaStreamSynchronize(stream_), "forward");
   check(cudaGetLastError(), "forward kernels");
 
-  int64_t cursor = 0;
-  for (ForwardSequence& q : seqs) {
+  size_t k = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    ForwardSequence& q = seqs[i];
     if (q.count == 0) continue;
     q.cache->set_tokens(q.cache->tokens() + q.count);
     const int64_t n = q.all_logits ? q.count : 1;
-    if (q.logits) std::memcpy(q.logits, host_logits_ + cursor * V, sizeof(float) * size_t(n * V));
-    cursor += n;
+    if (q.logits && on(Part::Download)) std::memcpy(q.logits, host_logits_ + out_at[i] * V, sizeof(float) * size_t(n * V));
+    if (q.next_token) *q.next_token = host_next_[k].token;
+    if (q.next_logprob) *q.next_logprob = host_next_[k].logprob;
+    ++k;
   }
 }
 

@@ -32,6 +32,20 @@ struct SeqDesc {
   int32_t store;        // write this step's entries to the cache
 };
 
+// Per sequence with tokens in a step: where its last row's logits are, and
+// where the log-softmax of that row is kept (the session's next-token
+// distribution, on the device; null for a throwaway cache).
+struct NextDesc {
+  int64_t out;  // row of the step's logits
+  float* keep;  // vocab floats, or null
+};
+
+// The most likely next token and its log-probability.
+struct NextTop {
+  int32_t token;
+  float logprob;
+};
+
 // Per row (token) of a step.
 struct RowDesc {
   int64_t t;    // token index in the session's stream
@@ -1994,6 +2008,68 @@ __global__ void causal_scatter(const float* O, int row0, int a, int b, int G, in
   const float* o = O + (int64_t(kvh) * rows + r) * hd;
   T* dst = out + int64_t(row0 + i) * heads * hd + int64_t(kvh * G + g) * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = from_f<T>(o[d]);
+}
+
+// One block per sequence: the log-softmax of its last row of logits (kept
+// at NextDesc::keep) and its argmax (ties: the lowest id) with that
+// log-probability. One pass for the running maximum, its index and the sum
+// of exponentials, merged across the block; a second writes the row.
+__global__ void __launch_bounds__(1024) next_top(const float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
+  const NextDesc d = descs[blockIdx.x];
+  const float* x = logits + d.out * vocab;
+  float m = -INFINITY, sum = 0.f;
+  int64_t arg = vocab;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = __ldg(x + i);
+    if (v > m) {
+      sum = sum * __expf(m - v) + 1.f;
+      m = v;
+      arg = i;
+    } else {
+      sum += __expf(v - m);
+    }
+  }
+  // (m, sum, arg) pairs merge associatively: the larger maximum rescales
+  // the other's sum; on equal maxima the lower index wins.
+  auto merge = [](float& m, float& sum, int64_t& arg, float m2, float sum2, int64_t arg2) {
+    if (m2 > m || (m2 == m && arg2 < arg)) {
+      sum = sum2 + (m == -INFINITY ? 0.f : sum * __expf(m - m2));
+      m = m2;
+      arg = arg2;
+    } else if (m2 != -INFINITY) {
+      sum += sum2 * __expf(m2 - m);
+    }
+  };
+  for (int o = 16; o > 0; o >>= 1)
+    merge(m, sum, arg, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o),
+          __shfl_xor_sync(0xffffffffu, arg, o));
+  __shared__ float sm[32], ss[32];
+  __shared__ int64_t sa[32];
+  __shared__ float lse_s;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = sum;
+    sa[warp] = arg;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < warps ? sm[lane] : -INFINITY;
+    sum = lane < warps ? ss[lane] : 0.f;
+    arg = lane < warps ? sa[lane] : vocab;
+    for (int o = 16; o > 0; o >>= 1)
+      merge(m, sum, arg, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o),
+            __shfl_xor_sync(0xffffffffu, arg, o));
+    if (lane == 0) {
+      const float lse = m + __logf(sum);
+      lse_s = lse;
+      top[blockIdx.x] = NextTop{int32_t(arg), m - lse};
+    }
+  }
+  __syncthreads();
+  if (!d.keep) return;
+  const float lse = lse_s;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = __ldg(x + i) - lse;
 }
 
 // Uniform values in [-scale, scale) from a counter hash (benchmark weights).
