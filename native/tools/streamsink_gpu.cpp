@@ -669,6 +669,7 @@ double time_decode(GpuBackend& g, Sessions& s, int vocab, int steps, bool distri
     run(1);
     cudaProfilerStop();
   }
+  g.take_step_device_ms();  // from here on (STREAMSINK_STEP_TIMING)
   auto t0 = Clock::now();
   run(steps);
   return seconds_since(t0) * 1e3 / steps;
@@ -742,7 +743,12 @@ int cmd_bench(std::vector<std::string> args) {
       // A greedy step (the next token comes back), then the same with every
       // session's logits copied to the host (a sampling step).
       double ms = time_decode(*g, s, c.vocab_size, steps);
+      const double device_ms = g->take_step_device_ms();  // STREAMSINK_STEP_TIMING=1
       double ms_dist = time_decode(*g, s, c.vocab_size, steps, true);
+      const double device_ms_dist = g->take_step_device_ms();
+      if (device_ms > 0)
+        std::fprintf(stderr, "decode %s batch %lld: device time %.3f ms/step (host %.3f), logits to host %.3f (host %.3f)\n",
+                     shape.c_str(), (long long)B, device_ms, ms - device_ms, device_ms_dist, ms_dist - device_ms_dist);
       double bytes = step_bytes(c, 2, B, S + W);
       double roofline_ms = bytes / bw * 1e3;
       js << (first ? "" : ",\n") << "    {\"shape\": \"" << shape << "\", \"batch\": " << B << ", \"cache\": \"4+2044\", \"ms_per_step\": " << ms

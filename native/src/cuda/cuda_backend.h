@@ -53,6 +53,12 @@ class GpuBackend {
   virtual size_t weight_bytes() const = 0;
   // Bytes one cache slot takes (all layers, K and V) on the device.
   virtual size_t slot_bytes() const = 0;
+  // Diagnostics: with STREAMSINK_STEP_TIMING=1 each forward records the
+  // device time from its descriptor upload to its last download (CUDA
+  // events); the mean over the forwards since the last call, in ms (0 when
+  // off), and resets. Its difference to the wall time of a step is the time
+  // the device waits for the host.
+  virtual double take_step_device_ms() = 0;
 };
 
 bool cuda_compiled();

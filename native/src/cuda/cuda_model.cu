@@ -144,6 +144,10 @@ class CudaModel final : public GpuBackend {
     // A fixed cuBLAS workspace, so GEMMs can be captured into CUDA graphs.
     blas_ws_.reset(size_t(32) << 20);
     check(cublasSetWorkspace(blas_, blas_ws_.get(), blas_ws_.bytes()), "cublasSetWorkspace");
+    if (step_timing_) {
+      check(cudaEventCreate(&step_begin_), "cudaEventCreate");
+      check(cudaEventCreate(&step_end_), "cudaEventCreate");
+    }
     if (c_.position == PositionKind::Rotary) rope_ = std::make_unique<RopeTable>(c_.rotary_dim, c_.rope_theta);
     const int G = c_.heads / c_.kv_heads;
     attn_smem_ = gpu::attn_smem_bytes(G, c_.head_dim);
@@ -161,6 +165,8 @@ class CudaModel final : public GpuBackend {
     if (host_meta_) cudaFreeHost(host_meta_);
     if (host_logits_) cudaFreeHost(host_logits_);
     if (host_next_) cudaFreeHost(host_next_);
+    if (step_begin_) cudaEventDestroy(step_begin_);
+    if (step_end_) cudaEventDestroy(step_end_);
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -300,6 +306,13 @@ class CudaModel final : public GpuBackend {
     const DeviceKv* dk = device_of(cache);
     if (!dk || !dk->next.bytes()) throw EngineError(ErrorCode::InvalidArgument, "CUDA: the cache has no next-token distribution");
     check(cudaMemcpy(dst, dk->next.get(), size_t(c_.vocab_size) * sizeof(float), cudaMemcpyDeviceToHost), "next download");
+  }
+
+  double take_step_device_ms() override {
+    const double mean = step_count_ ? step_ms_ / double(step_count_) : 0.0;
+    step_ms_ = 0;
+    step_count_ = 0;
+    return mean;
   }
 
   static DeviceKv* device_of(const KvCache& cache) { return static_cast<DeviceKv*>(cache.device().get()); }
@@ -838,6 +851,10 @@ class CudaModel final : public GpuBackend {
   size_t host_logits_bytes_ = 0;
   gpu::NextTop* host_next_ = nullptr;  // pinned, one per sequence with tokens
   size_t host_next_bytes_ = 0;
+  const bool step_timing_ = env_int("STREAMSINK_STEP_TIMING", 0) != 0;
+  cudaEvent_t step_begin_ = nullptr, step_end_ = nullptr;
+  double step_ms_ = 0;
+  int64_t step_count_ = 0;
 };
 
 template <typename T>
@@ -940,6 +957,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   std::memcpy(hm + o_out, out_rows.data(), out_bytes);
   std::memcpy(hm + o_nd, nd.data(), nd_bytes);
   if (meta_.ensure(meta_bytes)) drop_graphs();
+  if (step_timing_) check(cudaEventRecord(step_begin_, stream_), "step timing");
   check(cudaMemcpyAsync(meta_.get(), hm, meta_bytes, cudaMemcpyHostToDevice, stream_), "descriptor upload");
   const auto* d_seqs = reinterpret_cast<const gpu::SeqDesc*>(meta_.get<uint8_t>());
   const auto* d_rows = reinterpret_cast<const gpu::RowDesc*>(meta_.get<uint8_t>() + o_rd);
@@ -1193,7 +1211,14 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   if (logit_bytes > 0 && on(Part::Download))
     check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
   check(cudaMemcpyAsync(host_next_, next_.get(), next_bytes, cudaMemcpyDeviceToHost, stream_), "next-token download");
+  if (step_timing_) check(cudaEventRecord(step_end_, stream_), "step timing");
   check(cudaStreamSynchronize(stream_), "forward");
+  if (step_timing_) {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, step_begin_, step_end_), "step timing");
+    step_ms_ += ms;
+    ++step_count_;
+  }
   check(cudaGetLastError(), "forward kernels");
 
   size_t k = 0;
