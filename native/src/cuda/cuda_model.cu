@@ -733,8 +733,53 @@ class CudaModel final : public GpuBackend {
   void launch_decode128(dim3 grid, const gpu::AttnParams& ap, int G, int blocks) {
     void* args[] = {const_cast<gpu::AttnParams*>(&ap)};
     DependentLaunch dl(grid, dim3(gpu::kThreads), stream_, pdl_);
+    cudaLaunchAttribute attrs[2] = {dl.attr, {}};
+    if (ap.cluster) {  // a cluster per (row, KV head): its splits
+      attrs[dl.cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+      attrs[dl.cfg.numAttrs].val.clusterDim.x = grid.x;
+      attrs[dl.cfg.numAttrs].val.clusterDim.y = 1;
+      attrs[dl.cfg.numAttrs].val.clusterDim.z = 1;
+      dl.cfg.attrs = attrs;
+      dl.cfg.numAttrs += 1;
+    }
     check(cudaLaunchKernelExC(&dl.cfg, decode128_fn(G, blocks), args), "attention launch");
   }
+  // Decode steps of the scalar head_dim-128 attention with 2-16 splits
+  // merge them in thread-block clusters (gpu::cluster_merge) when every
+  // cluster of the step is resident at once: Llama-2-7B at 8 sessions (2
+  // splits) 81.0-81.1% of the roofline against 80.5-80.7% with attn_combine;
+  // at batch 1 its 32 clusters of 16 exceed the 28 an H100 holds, and a
+  // second wave cost 5 points (bench/results/gpu/host-step/call5, call6).
+  // STREAMSINK_ATTN_CLUSTER=0 turns it off.
+  bool use_cluster(int G, int blocks, int64_t splits, int64_t clusters) {
+    if (!attn_cluster_ || splits < 2 || splits > gpu::kClusterSplits) return false;
+    auto it = cluster_capacity_.find({G, int(splits)});
+    if (it == cluster_capacity_.end()) {
+      const void* fn = decode128_fn(G, blocks);
+      int n = 0;
+      if (cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) {
+        cudaLaunchConfig_t cfg{};
+        cfg.gridDim = dim3(unsigned(splits), 1, 1);
+        cfg.blockDim = dim3(gpu::kThreads);
+        cudaLaunchAttribute a{};
+        a.id = cudaLaunchAttributeClusterDimension;
+        a.val.clusterDim.x = unsigned(splits);
+        a.val.clusterDim.y = 1;
+        a.val.clusterDim.z = 1;
+        cfg.attrs = &a;
+        cfg.numAttrs = 1;
+        if (cudaOccupancyMaxActiveClusters(&n, fn, &cfg) != cudaSuccess) n = 0;
+      }
+      cudaGetLastError();  // a refusal above is an answer, not an error
+      if (std::getenv("STREAMSINK_ATTN_CLUSTER"))
+        std::fprintf(stderr, "streamsink: attention clusters of %lld blocks (%d query heads per KV head): %d resident\n",
+                     (long long)splits, G, n);
+      it = cluster_capacity_.emplace(std::make_pair(G, int(splits)), n).first;
+    }
+    return clusters <= it->second;
+  }
+  const bool attn_cluster_ = env_int("STREAMSINK_ATTN_CLUSTER", 1) != 0;
+  std::map<std::pair<int, int>, int> cluster_capacity_;  // (G, splits) -> clusters resident at once
   // Blocks of attn_decode128 resident on the whole GPU at once.
   int64_t decode128_resident(int G, int blocks) {
     int& n = decode_occupancy_[blocks == 3][G == 1 ? 0 : G == 2 ? 1 : G == 4 ? 2 : 3];
@@ -1057,6 +1102,10 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
              splits <= std::min(attn_merge_max_, gpu::kMergeSplits);
   ap.counters = attn_counters_.get<int>();
   ap.out = attn_.get<T>();
+  const bool mma_attn = sizeof(T) == 2 && attn_mma_ && (G == 4 || G == 8);
+  ap.cluster = fast_attn && !mma_attn && causal_.empty() && rows == int64_t(seqs.size()) &&
+               use_cluster(G, attn_blocks, splits, rows * c.kv_heads);
+  if (ap.cluster) ap.merge = false;
   const dim3 attn_grid(unsigned(splits), unsigned(c.kv_heads), unsigned(rows));
 
   // Up to 4 rows with the norms folded: no norm kernels in the layers.
@@ -1089,7 +1138,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     if (!on(Part::Attention)) {
     } else if (fast_attn) launch_decode128(attn_grid, ap, G, attn_blocks);
     else gpu::attn_split<T><<<attn_grid, gpu::kThreads, attn_smem_, stream_>>>(ap);
-    if (on(Part::Combine) && !ap.merge)
+    if (on(Part::Combine) && !ap.merge && !ap.cluster)
       launch_small(gpu::attn_combine<T>, dim3(unsigned(c.heads), unsigned(rows)), dim3(128), "combine launch",
                    d_seqs, d_rows, qkv, l, c.kv_heads, int(qkv_dim), ap.partial, c.heads, c.head_dim, int(splits),
                    int(chunk), attn_.get<T>());

@@ -13,6 +13,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -71,6 +72,10 @@ struct AttnParams {
   // head, so no attn_combine runs. counters: (rows, kv_heads), zero between
   // launches (the merging block resets its own).
   bool merge;
+  // attn_decode128 launched in thread-block clusters of `splits` blocks (a
+  // row and KV head's splits): they merge through distributed shared memory
+  // (cluster_merge) instead of partials in global memory and a counter.
+  bool cluster;
   int* counters;
   void* out;  // (rows, heads, head_dim) in the cache type
 };
@@ -882,15 +887,94 @@ __device__ __forceinline__ void write_split_partial(const AttnParams& p, int r, 
   }
 }
 
+constexpr int kClusterSplits = 16;  // most blocks per cluster (non-portable above 8)
+
+// p.cluster: this block's split partial `part` (shared memory, per query
+// head: max, sum, unnormalised acc, HD + 2 floats; max -inf for a split with
+// no entries) is merged with the other splits of its (row, KV head), all
+// blocks of one cluster. Each block reads every split's max and sum, then
+// writes its share of the outputs, reading the splits' acc from their
+// shared memory; split 0 stores the row's K/V head. `scratch` (G x 17
+// floats of this block's shared memory, not overlapping part) holds the
+// weights. The second barrier keeps every block's shared memory alive until
+// the others have read it, so every block of the cluster must arrive here.
+template <typename T, int G, int HD = 128>
+__device__ __forceinline__ void cluster_merge(const AttnParams& p, const RowDesc& row, int r, int kvh, int split,
+                                              const float* part, float* scratch) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int S = int(cluster.num_blocks());
+  float* wgt = scratch;  // [G][kClusterSplits]
+  float* inv_l = scratch + G * kClusterSplits;
+  cluster.sync();
+  // A half warp per query head: lane k reads split k's max and sum.
+  constexpr int kLanes = G * kClusterSplits < 32 ? 32 : G * kClusterSplits;
+  if (threadIdx.x < kLanes) {
+    const int g = threadIdx.x / kClusterSplits, k = threadIdx.x % kClusterSplits;
+    float m = -INFINITY, l = 0.f;
+    if (g < G && k < S) {
+      const float* q = cluster.map_shared_rank(part + g * (HD + 2), k);
+      m = q[0];
+      l = q[1];
+    }
+    float M = m;
+    for (int o = kClusterSplits / 2; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float w = m == -INFINITY ? 0.f : __expf(m - M);
+    float L = w * l;
+    for (int o = kClusterSplits / 2; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    if (g < G) {
+      wgt[g * kClusterSplits + k] = w;
+      if (k == 0) inv_l[g] = L > 0.f ? 1.f / L : 0.f;
+    }
+  }
+  __syncthreads();
+  if (row.n > 0) {
+    T* out = static_cast<T*>(p.out);
+    const int64_t head0 = int64_t(r) * p.heads + int64_t(kvh) * G;
+    for (int e = split * kThreads + threadIdx.x; e < G * HD; e += S * kThreads) {
+      const int g = e / HD, d = e % HD;
+      float a = 0.f;
+      for (int k = 0; k < S; ++k) {
+        const float w = wgt[g * kClusterSplits + k];
+        if (w != 0.f) a += w * *cluster.map_shared_rank(part + g * (HD + 2) + 2 + d, k);
+      }
+      out[(head0 + g) * HD + d] = from_f<T>(a * inv_l[g]);
+    }
+  }
+  if (split == 0) store_kv_head<T>(p.seqs, row, p.qkv + int64_t(r) * p.qkv_dim, p.layer, p.heads, p.kv_heads, HD, kvh);
+  cluster.sync();
+}
+
 constexpr int kMergeSplits = 64;  // most splits the in-kernel merge takes
 
 // The end of a fast decode kernel's block: its split's partial, and with
 // p.merge the merge by the row and KV head's last block (see AttnParams).
 // A row with one split skips the partial and writes its output directly.
-template <typename T, int G, int NW = kThreads / 32, int HD = 128>
+// CLUSTER: the kernel may run with p.cluster (attn_decode128 only; the
+// tensor-core kernel's register budget has no room for the path).
+template <typename T, int G, int NW = kThreads / 32, int HD = 128, bool CLUSTER = false>
 __device__ __forceinline__ void finish_split(const AttnParams& p, const RowDesc& row, int r, int kvh, int split,
                                              const float (&sm)[NW][G], const float (&sl)[NW][G],
                                              const float (&sacc)[NW][G][HD]) {
+  if (CLUSTER && p.cluster) {
+    // The block's partial goes where its warps' acc was (read first).
+    static_assert(NW * HD >= HD + 2 + kClusterSplits + 1, "cluster_merge: sacc too small for the partial");
+    constexpr int kPer = (G * (HD + 2) + kThreads - 1) / kThreads;
+    float v[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = threadIdx.x + i * kThreads;
+      v[i] = e < G * (HD + 2) ? merged_warps<G, NW, HD>(sm, sl, sacc, e / (HD + 2), e % (HD + 2)) : 0.f;
+    }
+    __syncthreads();
+    float* part = const_cast<float*>(&sacc[0][0][0]);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = threadIdx.x + i * kThreads;
+      if (e < G * (HD + 2)) part[e] = v[i];
+    }
+    return cluster_merge<T, G, HD>(p, row, r, kvh, split, part, part + G * (HD + 2));
+  }
   const int used = (row.n + p.chunk - 1) / p.chunk;
   const int64_t head0 = int64_t(r) * p.heads + int64_t(kvh) * G;
   T* out = static_cast<T*>(p.out);
@@ -973,7 +1057,16 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   const RowDesc row = p.rows[r];
   const int n = row.n;
   const int begin = split * p.chunk;
-  if (n == 0 || begin >= n) return empty_row_store<T>(p, row, r, kvh, split);
+  __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
+  if (n == 0 || begin >= n) {
+    if (!p.cluster) return empty_row_store<T>(p, row, r, kvh, split);
+    // No entries: an empty partial (in sacc, as finish_split), and the cluster's merge.
+    float* part = &sacc[0][0][0];
+    for (int e = threadIdx.x; e < G * (HD + 2); e += kThreads) part[e] = e % (HD + 2) == 0 ? -INFINITY : 0.f;
+    __syncthreads();
+    pdl_wait();
+    return cluster_merge<T, G, HD>(p, row, r, kvh, split, part, part + G * (HD + 2));
+  }
   const int end = min(n, begin + p.chunk);
   const SeqDesc s = p.seqs[row.seq];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1160,7 +1253,6 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   }
 
   // Merge the warps' (m, l, acc) and write the split's partial.
-  __shared__ float sm[NW][G], sl[NW][G], sacc[NW][G][HD];
   for (int g = 0; g < G; ++g) {
     if (lane == 0) {
       sm[warp][g] = m[g];
@@ -1169,7 +1261,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     for (int e = 0; e < 4; ++e) sacc[warp][g][d0 + e] = acc[g][e];
   }
   __syncthreads();
-  finish_split<T, G>(p, row, r, kvh, split, sm, sl, sacc);
+  finish_split<T, G, NW, HD, true>(p, row, r, kvh, split, sm, sl, sacc);
 }
 
 // ---- Grouped-query decode attention on tensor cores ------------------------
