@@ -177,7 +177,7 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
     size_t prefix;
     bool all;
     bool host;                  // the logits come to the host (else GPU: the next token only)
-    std::vector<float> logits;  // raw logits, then log-softmaxed rows
+    std::vector<float> logits;  // log-softmaxed rows (CPU: raw logits first, turned in place)
     int32_t next_token = -1;    // GPU: chosen on the device
     float next_logprob = 0.0f;
   };
@@ -209,6 +209,7 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
     if (gpu_) {
       fs.next_token = &w.next_token;
       fs.next_logprob = &w.next_logprob;
+      fs.logprobs = true;  // the device takes the log-softmax: vocab exponentials a row off the host
     }
     batch.push_back(fs);
     batch_owner.push_back(i);
@@ -230,7 +231,8 @@ std::vector<StepOutput> Engine::step(const std::vector<StepEntry>& entries, bool
         s.set_next_from_host();
       } else if (w.host) {
         const int64_t rows = w.all ? int64_t(w.tokens.size()) : 1;
-        for (int64_t r = 0; r < rows; ++r) log_softmax(&w.logits[size_t(r * V)], V, &w.logits[size_t(r * V)]);
+        if (!gpu_)  // the GPU's rows come as log-probs (ForwardSequence::logprobs)
+          for (int64_t r = 0; r < rows; ++r) log_softmax(&w.logits[size_t(r * V)], V, &w.logits[size_t(r * V)]);
         std::copy(w.logits.end() - V, w.logits.end(), s.last_logprobs.begin());
         s.next_on_device = false;
         s.set_next_from_host();

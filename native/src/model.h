@@ -44,6 +44,9 @@ struct ForwardSequence {
   // when it reads it.
   int32_t* next_token = nullptr;
   float* next_logprob = nullptr;
+  // GPU only: the rows copied to `logits` hold their log-softmax, computed
+  // on the device, instead of raw logits (the host then has none to take).
+  bool logprobs = false;
 };
 
 class Model {

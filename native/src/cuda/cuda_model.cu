@@ -686,10 +686,10 @@ class CudaModel final : public GpuBackend {
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
   struct GraphKey {
-    int64_t seqs, rows, n_out, nexts, splits, chunk, rope;
+    int64_t seqs, rows, n_out, nexts, lsm, splits, chunk, rope;
     bool operator<(const GraphKey& o) const {
-      return std::tie(seqs, rows, n_out, nexts, splits, chunk, rope) <
-             std::tie(o.seqs, o.rows, o.n_out, o.nexts, o.splits, o.chunk, o.rope);
+      return std::tie(seqs, rows, n_out, nexts, lsm, splits, chunk, rope) <
+             std::tie(o.seqs, o.rows, o.n_out, o.nexts, o.lsm, o.splits, o.chunk, o.rope);
     }
   };
   static constexpr size_t kMaxGraphs = 256;
@@ -944,6 +944,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   }
   std::vector<gpu::NextDesc> nd;  // per sequence with tokens
   nd.reserve(seqs.size());
+  std::vector<int64_t> lsm;  // rows turned into their log-softmax by logsoftmax_rows (q.logprobs, all but the last)
   int64_t row = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     ForwardSequence& q = seqs[i];
@@ -983,24 +984,28 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     max_pos = std::max(max_pos, shape.visible(first + q.count - 1));
     if (q.count > 0) {
       const int64_t last = out_at[i] + (q.all_logits ? q.count - 1 : 0);
-      nd.push_back({last, !q.discard_kv && dk ? dk->next.get<float>() : nullptr});
+      const bool lp = q.logprobs && q.logits;
+      nd.push_back({last, !q.discard_kv && dk ? dk->next.get<float>() : nullptr, lp ? 1 : 0});
+      if (lp)
+        for (int64_t j = out_at[i]; j < last; ++j) lsm.push_back(j);
     }
   }
   ensure_rope(std::max<int64_t>(max_pos, 2));  // position 1 is the decode kernel's step rotation
 
   const size_t sd_bytes = sd.size() * sizeof(gpu::SeqDesc), rd_bytes = rd.size() * sizeof(gpu::RowDesc);
   const size_t tok_bytes = tokens.size() * sizeof(int32_t), out_bytes = out_rows.size() * sizeof(int64_t);
-  const size_t nd_bytes = nd.size() * sizeof(gpu::NextDesc);
+  const size_t nd_bytes = nd.size() * sizeof(gpu::NextDesc), lsm_bytes = lsm.size() * sizeof(int64_t);
   auto align = [](size_t b) { return (b + 15) & ~size_t(15); };
   const size_t o_rd = align(sd_bytes), o_tok = o_rd + align(rd_bytes), o_out = o_tok + align(tok_bytes);
-  const size_t o_nd = o_out + align(out_bytes);
-  const size_t meta_bytes = o_nd + nd_bytes;
+  const size_t o_nd = o_out + align(out_bytes), o_lsm = o_nd + align(nd_bytes);
+  const size_t meta_bytes = o_lsm + lsm_bytes;
   uint8_t* hm = static_cast<uint8_t*>(host_meta(meta_bytes));
   std::memcpy(hm, sd.data(), sd_bytes);
   std::memcpy(hm + o_rd, rd.data(), rd_bytes);
   std::memcpy(hm + o_tok, tokens.data(), tok_bytes);
   std::memcpy(hm + o_out, out_rows.data(), out_bytes);
   std::memcpy(hm + o_nd, nd.data(), nd_bytes);
+  std::memcpy(hm + o_lsm, lsm.data(), lsm_bytes);
   if (meta_.ensure(meta_bytes)) drop_graphs();
   if (step_timing_) check(cudaEventRecord(step_begin_, stream_), "step timing");
   check(cudaMemcpyAsync(meta_.get(), hm, meta_bytes, cudaMemcpyHostToDevice, stream_), "descriptor upload");
@@ -1009,6 +1014,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   const auto* d_tokens = reinterpret_cast<const int32_t*>(meta_.get<uint8_t>() + o_tok);
   const auto* d_out = reinterpret_cast<const int64_t*>(meta_.get<uint8_t>() + o_out);
   const auto* d_next = reinterpret_cast<const gpu::NextDesc*>(meta_.get<uint8_t>() + o_nd);
+  const auto* d_lsm = reinterpret_cast<const int64_t*>(meta_.get<uint8_t>() + o_lsm);
 
   // Attention split: enough blocks to fill the GPU even for one session.
   const int G = c.heads / c.kv_heads;
@@ -1209,12 +1215,16 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Each sequence's next token, and its distribution kept on the device.
   gpu::next_top<<<unsigned(nd.size()), 1024, 0, stream_>>>(logits_.get<float>(), V, d_next, next_.get<gpu::NextTop>());
   check(cudaGetLastError(), "next_top launch");
+  if (!lsm.empty()) {  // the other rows whose log-probs the caller takes
+    gpu::logsoftmax_rows<<<unsigned(lsm.size()), 1024, 0, stream_>>>(logits_.get<float>(), V, d_lsm);
+    check(cudaGetLastError(), "logsoftmax launch");
+  }
   };
 
   // Graphs for decode steps only (one token per sequence): their shapes
   // repeat step after step, while prefill chunk sizes vary.
   if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
-    const GraphKey key{int64_t(seqs.size()), rows, n_out, int64_t(nd.size()), splits, chunk, rope_positions_};
+    const GraphKey key{int64_t(seqs.size()), rows, n_out, int64_t(nd.size()), int64_t(lsm.size()), splits, chunk, rope_positions_};
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       if (graphs_.size() >= kMaxGraphs) drop_graphs();

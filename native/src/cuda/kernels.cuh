@@ -37,8 +37,9 @@ struct SeqDesc {
 // where the log-softmax of that row is kept (the session's next-token
 // distribution, on the device; null for a throwaway cache).
 struct NextDesc {
-  int64_t out;  // row of the step's logits
-  float* keep;  // vocab floats, or null
+  int64_t out;      // row of the step's logits
+  float* keep;      // vocab floats, or null
+  int32_t inplace;  // the row itself becomes its log-softmax too
 };
 
 // The most likely next token and its log-probability.
@@ -2103,16 +2104,17 @@ __global__ void causal_scatter(const float* O, int row0, int a, int b, int G, in
 }
 
 // One block per sequence: the log-softmax of its last row of logits (kept
-// at NextDesc::keep) and its argmax (ties: the lowest id) with that
-// log-probability. One pass for the running maximum, its index and the sum
-// of exponentials, merged across the block; a second writes the row.
-__global__ void __launch_bounds__(1024) next_top(const float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
+// at NextDesc::keep, and written over the row with NextDesc::inplace) and
+// its argmax (ties: the lowest id) with that log-probability. One pass for
+// the running maximum, its index and the sum of exponentials, merged across
+// the block; a second writes the row.
+__global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
   const NextDesc d = descs[blockIdx.x];
   const float* x = logits + d.out * vocab;
   float m = -INFINITY, sum = 0.f;
   int64_t arg = vocab;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = __ldg(x + i);
+    const float v = x[i];
     if (v > m) {
       sum = sum * __expf(m - v) + 1.f;
       m = v;
@@ -2159,9 +2161,60 @@ __global__ void __launch_bounds__(1024) next_top(const float* logits, int64_t vo
     }
   }
   __syncthreads();
-  if (!d.keep) return;
   const float lse = lse_s;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = __ldg(x + i) - lse;
+  float* row = logits + d.out * vocab;  // x, written only after every read above
+  if (d.keep && d.inplace) {
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] = row[i] - lse;
+  } else if (d.keep) {
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] - lse;
+  } else if (d.inplace) {
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) row[i] -= lse;
+  }
+}
+
+// In place, one block per listed row of the step's logits: its log-softmax
+// (the rows of a sequence with every token's logits, but its last: next_top
+// takes that one).
+__global__ void __launch_bounds__(1024) logsoftmax_rows(float* logits, int64_t vocab, const int64_t* rows) {
+  float* x = logits + rows[blockIdx.x] * vocab;
+  float m = -INFINITY, sum = 0.f;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = x[i];
+    if (v > m) {
+      sum = sum * __expf(m - v) + 1.f;
+      m = v;
+    } else {
+      sum += __expf(v - m);
+    }
+  }
+  __shared__ float sm[32], ss[32];
+  __shared__ float lse_s;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
+    const float M = fmaxf(m, m2);
+    sum = (m == -INFINITY ? 0.f : sum * __expf(m - M)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - M));
+    m = M;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = sum;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < warps ? sm[lane] : -INFINITY;
+    sum = lane < warps ? ss[lane] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
+      const float M = fmaxf(m, m2);
+      sum = (m == -INFINITY ? 0.f : sum * __expf(m - M)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - M));
+      m = M;
+    }
+    if (lane == 0) lse_s = m + __logf(sum);
+  }
+  __syncthreads();
+  const float lse = lse_s;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) x[i] -= lse;
 }
 
 // Uniform values in [-scale, scale) from a counter hash (benchmark weights).
