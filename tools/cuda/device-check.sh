@@ -29,7 +29,8 @@ for what in "$@"; do
         for d in fp32 bf16; do $BIN versus $M/$m --dtype $d --factor 10 || status=1; done
       done | tee "$OUT/versus.jsonl"
       for d in fp32 bf16; do $BIN snapshot $M/llama-gqa --dtype $d || status=1; done | tee "$OUT/snapshot.jsonl"
-      # The next token chosen on the device against the host's distribution.
+      # The next token chosen on the device against the distribution copied to the
+      # host in the same steps (in fp32 also against the CPU engine's).
       for m in llama-gqa pythia falcon-mq falcon-nda mpt; do
         for d in fp32 bf16 fp16; do $BIN next $M/$m --dtype $d || status=1; done
       done | tee "$OUT/next.jsonl"
