@@ -1221,6 +1221,25 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   }
   };
 
+  // Host buffers for what comes back, before the step is launched (a failed
+  // allocation leaves the sessions' device state untouched). Only the rows
+  // asked for come back (they lead the logits), and each sequence's next
+  // token: 8 bytes for a decoding session that samples greedily, against
+  // 4 x vocab for its whole distribution.
+  const size_t logit_bytes = size_t(n_copy * V) * sizeof(float), next_bytes = nd.size() * sizeof(gpu::NextTop);
+  if (logit_bytes > host_logits_bytes_) {
+    if (host_logits_) cudaFreeHost(host_logits_);
+    host_logits_ = nullptr;
+    check(cudaMallocHost(&host_logits_, logit_bytes), "cudaMallocHost");
+    host_logits_bytes_ = logit_bytes;
+  }
+  if (next_bytes > host_next_bytes_) {
+    if (host_next_) cudaFreeHost(host_next_);
+    host_next_ = nullptr;
+    const size_t grown = std::max(next_bytes, size_t(4096));
+    check(cudaMallocHost(reinterpret_cast<void**>(&host_next_), grown), "cudaMallocHost");
+    host_next_bytes_ = grown;
+  }
   // Graphs for decode steps only (one token per sequence): their shapes
   // repeat step after step, while prefill chunk sizes vary.
   if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
@@ -1249,23 +1268,6 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     check(cudaGraphLaunch(it->second, stream_), "graph launch");
   } else {
     enqueue();
-  }
-  // Only the rows asked for come back (they lead the logits), and each
-  // sequence's next token: 8 bytes for a decoding session that samples
-  // greedily, against 4 x vocab for its whole distribution.
-  const size_t logit_bytes = size_t(n_copy * V) * sizeof(float), next_bytes = nd.size() * sizeof(gpu::NextTop);
-  if (logit_bytes > host_logits_bytes_) {
-    if (host_logits_) cudaFreeHost(host_logits_);
-    host_logits_ = nullptr;
-    check(cudaMallocHost(&host_logits_, logit_bytes), "cudaMallocHost");
-    host_logits_bytes_ = logit_bytes;
-  }
-  if (next_bytes > host_next_bytes_) {
-    if (host_next_) cudaFreeHost(host_next_);
-    host_next_ = nullptr;
-    const size_t grown = std::max(next_bytes, size_t(4096));
-    check(cudaMallocHost(reinterpret_cast<void**>(&host_next_), grown), "cudaMallocHost");
-    host_next_bytes_ = grown;
   }
   if (logit_bytes > 0 && on(Part::Download))
     check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");

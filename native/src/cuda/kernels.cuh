@@ -2157,7 +2157,8 @@ __global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, c
     if (lane == 0) {
       const float lse = m + __logf(sum);
       lse_s = lse;
-      top[blockIdx.x] = NextTop{int32_t(arg), m - lse};
+      // A row of NaNs (a model already broken) still names a token in range.
+      top[blockIdx.x] = NextTop{int32_t(arg < vocab ? arg : 0), m - lse};
     }
   }
   __syncthreads();
