@@ -387,9 +387,10 @@ int cmd_snapshot(std::vector<std::string> args) {
 // one of each pair in each mode, see the same tokens in the same steps
 // (identical rows of one batched forward): a prefill chunk, then decode steps
 // (replayed graphs), with `sinks`, `dense` (its cache grows and moves) and
-// per-token log-probs on one (whose logits come to the host). Per step: the same token (unless the host's
-// top two are within 1e-5), its log-prob within 1e-4; the distribution
-// fetched later (Engine::sync_next, by an export) within 1e-4 of the twin's.
+// per-token log-probs on one (whose logits come to the host). Per step: the
+// same token (unless the copied distribution's top two are within 1e-5), its
+// log-prob within 1e-4; the distribution fetched later (Engine::sync_next,
+// by an export) within 1e-4 of the twin's.
 int cmd_next(std::vector<std::string> args) {
   GpuDtype dtype = parse_gpu_dtype(flag(args, "--dtype", "bf16"));
   if (args.empty()) throw std::runtime_error("next <model dir>");
@@ -400,15 +401,16 @@ int cmd_next(std::vector<std::string> args) {
     uint64_t full, lean;
     bool logprobs;
   };
-  std::vector<Pair> pairs;
-  for (int k = 0; k < 4; ++k) {
+  auto options = [](int k) {
     SessionOptions so;
     so.policy = k == 3 ? Policy::Dense : Policy::Sinks;
     so.sinks = 4;
     so.window = 24 + 8 * k;
     so.sink_token = -1;
-    pairs.push_back({gpu.open_session(so), gpu.open_session(so), k == 1});
-  }
+    return so;
+  };
+  std::vector<Pair> pairs;
+  for (int k = 0; k < 4; ++k) pairs.push_back({gpu.open_session(options(k)), gpu.open_session(options(k)), k == 1});
   double token_err = 0, dist_err = 0;
   int64_t mismatched = 0, ties = 0, steps = 0;
   auto run = [&](size_t begin, size_t count) {
@@ -440,12 +442,7 @@ int cmd_next(std::vector<std::string> args) {
   double cpu_err = 0;
   if (dtype == GpuDtype::FP32) {  // pair 0's tokens through the CPU engine
     Engine cpu(args[0], 8);
-    SessionOptions so;
-    so.policy = Policy::Sinks;
-    so.sinks = 4;
-    so.window = 24;
-    so.sink_token = -1;
-    const uint64_t c = cpu.open_session(so);
+    const uint64_t c = cpu.open_session(options(0));
     cpu.step({{c, std::vector<int32_t>(ids.begin(), ids.begin() + 40), false, true}}, true);
     std::vector<StepOutput> o;
     for (size_t i = 40; i < 70; ++i) o = cpu.step({{c, {ids[i]}, false, true}}, true);

@@ -103,6 +103,33 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// Owned pinned host allocation (for copies that overlap nothing but must not
+// be staged): grows, contents discarded, to at least `bytes` (and `least`).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (p_) cudaFreeHost(p_);
+  }
+  void ensure(size_t bytes, size_t least = 0) {
+    if (bytes <= bytes_) return;
+    if (p_) cudaFreeHost(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+    const size_t want = std::max(bytes, least);
+    check(cudaMallocHost(&p_, want), "cudaMallocHost");
+    bytes_ = want;
+  }
+  template <typename U = void>
+  U* get() const { return static_cast<U*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // A session's device cache: K and V, each (layers, slots, kv_heads, head_dim).
 struct DeviceKv {
   DeviceBuffer k, v;
@@ -162,9 +189,6 @@ class CudaModel final : public GpuBackend {
 
   ~CudaModel() override {
     drop_graphs();
-    if (host_meta_) cudaFreeHost(host_meta_);
-    if (host_logits_) cudaFreeHost(host_logits_);
-    if (host_next_) cudaFreeHost(host_next_);
     if (step_begin_) cudaEventDestroy(step_begin_);
     if (step_end_) cudaEventDestroy(step_end_);
     if (blas_) cublasDestroy(blas_);
@@ -660,15 +684,6 @@ class CudaModel final : public GpuBackend {
     }
   }
 
-  void* host_meta(size_t bytes) {
-    if (bytes > host_meta_bytes_) {
-      if (host_meta_) cudaFreeHost(host_meta_);
-      host_meta_bytes_ = std::max(bytes, size_t(1) << 16);
-      check(cudaMallocHost(&host_meta_, host_meta_bytes_), "cudaMallocHost");
-    }
-    return host_meta_;
-  }
-
   ModelConfig c_;
   GpuOptions options_;
   std::string name_;
@@ -735,14 +750,19 @@ class CudaModel final : public GpuBackend {
     DependentLaunch dl(grid, dim3(gpu::kThreads), stream_, pdl_);
     cudaLaunchAttribute attrs[2] = {dl.attr, {}};
     if (ap.cluster) {  // a cluster per (row, KV head): its splits
-      attrs[dl.cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
-      attrs[dl.cfg.numAttrs].val.clusterDim.x = grid.x;
-      attrs[dl.cfg.numAttrs].val.clusterDim.y = 1;
-      attrs[dl.cfg.numAttrs].val.clusterDim.z = 1;
+      attrs[dl.cfg.numAttrs] = cluster_attr(grid.x);
       dl.cfg.attrs = attrs;
       dl.cfg.numAttrs += 1;
     }
     check(cudaLaunchKernelExC(&dl.cfg, decode128_fn(G, blocks), args), "attention launch");
+  }
+  static cudaLaunchAttribute cluster_attr(unsigned blocks) {
+    cudaLaunchAttribute a{};
+    a.id = cudaLaunchAttributeClusterDimension;
+    a.val.clusterDim.x = blocks;
+    a.val.clusterDim.y = 1;
+    a.val.clusterDim.z = 1;
+    return a;
   }
   // Decode steps of the scalar head_dim-128 attention with 2-16 splits
   // merge them in thread-block clusters (gpu::cluster_merge) when every
@@ -761,11 +781,7 @@ class CudaModel final : public GpuBackend {
         cudaLaunchConfig_t cfg{};
         cfg.gridDim = dim3(unsigned(splits), 1, 1);
         cfg.blockDim = dim3(gpu::kThreads);
-        cudaLaunchAttribute a{};
-        a.id = cudaLaunchAttributeClusterDimension;
-        a.val.clusterDim.x = unsigned(splits);
-        a.val.clusterDim.y = 1;
-        a.val.clusterDim.z = 1;
+        cudaLaunchAttribute a = cluster_attr(unsigned(splits));
         cfg.attrs = &a;
         cfg.numAttrs = 1;
         if (cudaOccupancyMaxActiveClusters(&n, fn, &cfg) != cudaSuccess) n = 0;
@@ -890,12 +906,7 @@ class CudaModel final : public GpuBackend {
   // Step workspace.
   DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_, next_;
   DeviceBuffer attn_counters_;  // (rows, kv_heads) arrivals for the in-kernel split merge
-  void* host_meta_ = nullptr;
-  size_t host_meta_bytes_ = 0;
-  float* host_logits_ = nullptr;
-  size_t host_logits_bytes_ = 0;
-  gpu::NextTop* host_next_ = nullptr;  // pinned, one per sequence with tokens
-  size_t host_next_bytes_ = 0;
+  PinnedBuffer host_meta_, host_logits_, host_next_;  // descriptors up; logits and next tokens down
   const bool step_timing_ = env_int("STREAMSINK_STEP_TIMING", 0) != 0;
   cudaEvent_t step_begin_ = nullptr, step_end_ = nullptr;
   double step_ms_ = 0;
@@ -999,7 +1010,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   const size_t o_rd = align(sd_bytes), o_tok = o_rd + align(rd_bytes), o_out = o_tok + align(tok_bytes);
   const size_t o_nd = o_out + align(out_bytes), o_lsm = o_nd + align(nd_bytes);
   const size_t meta_bytes = o_lsm + lsm_bytes;
-  uint8_t* hm = static_cast<uint8_t*>(host_meta(meta_bytes));
+  host_meta_.ensure(meta_bytes, size_t(1) << 16);
+  uint8_t* hm = host_meta_.get<uint8_t>();
   std::memcpy(hm, sd.data(), sd_bytes);
   std::memcpy(hm + o_rd, rd.data(), rd_bytes);
   std::memcpy(hm + o_tok, tokens.data(), tok_bytes);
@@ -1227,19 +1239,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // token: 8 bytes for a decoding session that samples greedily, against
   // 4 x vocab for its whole distribution.
   const size_t logit_bytes = size_t(n_copy * V) * sizeof(float), next_bytes = nd.size() * sizeof(gpu::NextTop);
-  if (logit_bytes > host_logits_bytes_) {
-    if (host_logits_) cudaFreeHost(host_logits_);
-    host_logits_ = nullptr;
-    check(cudaMallocHost(&host_logits_, logit_bytes), "cudaMallocHost");
-    host_logits_bytes_ = logit_bytes;
-  }
-  if (next_bytes > host_next_bytes_) {
-    if (host_next_) cudaFreeHost(host_next_);
-    host_next_ = nullptr;
-    const size_t grown = std::max(next_bytes, size_t(4096));
-    check(cudaMallocHost(reinterpret_cast<void**>(&host_next_), grown), "cudaMallocHost");
-    host_next_bytes_ = grown;
-  }
+  host_logits_.ensure(logit_bytes);
+  host_next_.ensure(next_bytes, 4096);
   // Graphs for decode steps only (one token per sequence): their shapes
   // repeat step after step, while prefill chunk sizes vary.
   if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
@@ -1270,8 +1271,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     enqueue();
   }
   if (logit_bytes > 0 && on(Part::Download))
-    check(cudaMemcpyAsync(host_logits_, logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
-  check(cudaMemcpyAsync(host_next_, next_.get(), next_bytes, cudaMemcpyDeviceToHost, stream_), "next-token download");
+    check(cudaMemcpyAsync(host_logits_.get(), logits_.get(), logit_bytes, cudaMemcpyDeviceToHost, stream_), "logits download");
+  check(cudaMemcpyAsync(host_next_.get(), next_.get(), next_bytes, cudaMemcpyDeviceToHost, stream_), "next-token download");
   if (step_timing_) check(cudaEventRecord(step_end_, stream_), "step timing");
   check(cudaStreamSynchronize(stream_), "forward");
   if (step_timing_) {
@@ -1288,9 +1289,11 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     if (q.count == 0) continue;
     q.cache->set_tokens(q.cache->tokens() + q.count);
     const int64_t n = q.all_logits ? q.count : 1;
-    if (q.logits && on(Part::Download)) std::memcpy(q.logits, host_logits_ + out_at[i] * V, sizeof(float) * size_t(n * V));
-    if (q.next_token) *q.next_token = host_next_[k].token;
-    if (q.next_logprob) *q.next_logprob = host_next_[k].logprob;
+    if (q.logits && on(Part::Download))
+      std::memcpy(q.logits, host_logits_.get<float>() + out_at[i] * V, sizeof(float) * size_t(n * V));
+    const gpu::NextTop& top = host_next_.get<gpu::NextTop>()[k];
+    if (q.next_token) *q.next_token = top.token;
+    if (q.next_logprob) *q.next_logprob = top.logprob;
     ++k;
   }
 }

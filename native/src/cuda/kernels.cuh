@@ -2103,14 +2103,17 @@ __global__ void causal_scatter(const float* O, int row0, int a, int b, int G, in
   for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = from_f<T>(o[d]);
 }
 
-// One block per sequence: the log-softmax of its last row of logits (kept
-// at NextDesc::keep, and written over the row with NextDesc::inplace) and
-// its argmax (ties: the lowest id) with that log-probability. One pass for
-// the running maximum, its index and the sum of exponentials, merged across
-// the block; a second writes the row.
-__global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
-  const NextDesc d = descs[blockIdx.x];
-  const float* x = logits + d.out * vocab;
+// Block-wide over a row of logits: its maximum, log-sum-exp and argmax
+// (ties: the lowest id; vocab for a row of NaNs), the same in every thread.
+// One pass keeps a running (max, index, sum of exponentials) per thread; the
+// triples merge associatively across the block (the larger maximum rescales
+// the other's sum). Every read of x is done when it returns. blockDim.x: a
+// multiple of 32, at most 1024.
+struct RowStats {
+  float max, lse;
+  int64_t arg;
+};
+__device__ __forceinline__ RowStats row_stats(const float* x, int64_t vocab) {
   float m = -INFINITY, sum = 0.f;
   int64_t arg = vocab;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
@@ -2123,23 +2126,23 @@ __global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, c
       sum += __expf(v - m);
     }
   }
-  // (m, sum, arg) pairs merge associatively: the larger maximum rescales
-  // the other's sum; on equal maxima the lower index wins.
-  auto merge = [](float& m, float& sum, int64_t& arg, float m2, float sum2, int64_t arg2) {
-    if (m2 > m || (m2 == m && arg2 < arg)) {
-      sum = sum2 + (m == -INFINITY ? 0.f : sum * __expf(m - m2));
-      m = m2;
-      arg = arg2;
-    } else if (m2 != -INFINITY) {
-      sum += sum2 * __expf(m2 - m);
+  auto merge_lanes = [&]() {
+    for (int o = 16; o > 0; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), sum2 = __shfl_xor_sync(0xffffffffu, sum, o);
+      const int64_t arg2 = __shfl_xor_sync(0xffffffffu, arg, o);
+      if (m2 > m || (m2 == m && arg2 < arg)) {
+        sum = sum2 + (m == -INFINITY ? 0.f : sum * __expf(m - m2));
+        m = m2;
+        arg = arg2;
+      } else if (m2 != -INFINITY) {
+        sum += sum2 * __expf(m2 - m);
+      }
     }
   };
-  for (int o = 16; o > 0; o >>= 1)
-    merge(m, sum, arg, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o),
-          __shfl_xor_sync(0xffffffffu, arg, o));
+  merge_lanes();
   __shared__ float sm[32], ss[32];
   __shared__ int64_t sa[32];
-  __shared__ float lse_s;
+  __shared__ RowStats out;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   if (lane == 0) {
     sm[warp] = m;
@@ -2151,25 +2154,28 @@ __global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, c
     m = lane < warps ? sm[lane] : -INFINITY;
     sum = lane < warps ? ss[lane] : 0.f;
     arg = lane < warps ? sa[lane] : vocab;
-    for (int o = 16; o > 0; o >>= 1)
-      merge(m, sum, arg, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o),
-            __shfl_xor_sync(0xffffffffu, arg, o));
-    if (lane == 0) {
-      const float lse = m + __logf(sum);
-      lse_s = lse;
-      // A row of NaNs (a model already broken) still names a token in range.
-      top[blockIdx.x] = NextTop{int32_t(arg < vocab ? arg : 0), m - lse};
-    }
+    merge_lanes();
+    if (lane == 0) out = RowStats{m, m + __logf(sum), arg};
   }
   __syncthreads();
-  const float lse = lse_s;
-  float* row = logits + d.out * vocab;  // x, written only after every read above
+  return out;
+}
+
+// One block per sequence: the log-softmax of its last row of logits (kept
+// at NextDesc::keep, and written over the row with NextDesc::inplace) and
+// its argmax (ties: the lowest id) with that log-probability.
+__global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
+  const NextDesc d = descs[blockIdx.x];
+  float* row = logits + d.out * vocab;
+  const RowStats st = row_stats(row, vocab);
+  // A row of NaNs (a model already broken) still names a token in range.
+  if (threadIdx.x == 0) top[blockIdx.x] = NextTop{int32_t(st.arg < vocab ? st.arg : 0), st.max - st.lse};
   if (d.keep && d.inplace) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] = row[i] - lse;
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] = row[i] - st.lse;
   } else if (d.keep) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] - lse;
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] - st.lse;
   } else if (d.inplace) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) row[i] -= lse;
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) row[i] -= st.lse;
   }
 }
 
@@ -2178,43 +2184,7 @@ __global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, c
 // takes that one).
 __global__ void __launch_bounds__(1024) logsoftmax_rows(float* logits, int64_t vocab, const int64_t* rows) {
   float* x = logits + rows[blockIdx.x] * vocab;
-  float m = -INFINITY, sum = 0.f;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = x[i];
-    if (v > m) {
-      sum = sum * __expf(m - v) + 1.f;
-      m = v;
-    } else {
-      sum += __expf(v - m);
-    }
-  }
-  __shared__ float sm[32], ss[32];
-  __shared__ float lse_s;
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
-    const float M = fmaxf(m, m2);
-    sum = (m == -INFINITY ? 0.f : sum * __expf(m - M)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - M));
-    m = M;
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  if (lane == 0) {
-    sm[warp] = m;
-    ss[warp] = sum;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    m = lane < warps ? sm[lane] : -INFINITY;
-    sum = lane < warps ? ss[lane] : 0.f;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
-      const float M = fmaxf(m, m2);
-      sum = (m == -INFINITY ? 0.f : sum * __expf(m - M)) + (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - M));
-      m = M;
-    }
-    if (lane == 0) lse_s = m + __logf(sum);
-  }
-  __syncthreads();
-  const float lse = lse_s;
+  const float lse = row_stats(x, vocab).lse;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) x[i] -= lse;
 }
 
