@@ -224,8 +224,11 @@ class CudaModel final : public GpuBackend {
       g.norm2_b = to_device_f(w.norm2_b);
     }
     embed_ = to_device_t(m.embedding(), V * H);
-    if (&m.lm_head() != &m.embedding()) lm_head_ = to_device_t(m.lm_head(), V * H);
-    final_w_ = to_device_f(m.final_norm_weight());
+    if (&m.lm_head() != &m.embedding()) {
+      lm_folded_ = fold_norms_ && lm_fold_;
+      lm_head_ = to_device_t(lm_folded_ ? folded(m.lm_head(), m.final_norm_weight()) : m.lm_head(), V * H);
+    }
+    final_w_ = to_device_f(lm_folded_ ? std::vector<float>(size_t(H), 1.0f) : m.final_norm_weight());
     final_b_ = to_device_f(m.final_norm_bias());
     alibi_ = to_device_f(m.alibi());
     check(cudaStreamSynchronize(stream_), "weight upload");
@@ -260,7 +263,10 @@ class CudaModel final : public GpuBackend {
       }
     }
     embed_ = rand_t(V * H, 1.0f);
-    if (!c_.tied_embeddings) lm_head_ = rand_t(V * H, 1.0f / std::sqrt(float(H)));
+    if (!c_.tied_embeddings) {
+      lm_head_ = rand_t(V * H, 1.0f / std::sqrt(float(H)));
+      lm_folded_ = fold_norms_ && lm_fold_;
+    }
     final_w_ = ones(H);
     if (c_.position == PositionKind::Alibi) alibi_ = to_device_f(alibi_slopes(c_.heads, c_.alibi_bias_max));
     check(cudaStreamSynchronize(stream_), "random weights");
@@ -329,7 +335,11 @@ class CudaModel final : public GpuBackend {
     check(cudaSetDevice(options_.device), "cudaSetDevice");
     const DeviceKv* dk = device_of(cache);
     if (!dk || !dk->next.bytes()) throw EngineError(ErrorCode::InvalidArgument, "CUDA: the cache has no next-token distribution");
-    check(cudaMemcpy(dst, dk->next.get(), size_t(c_.vocab_size) * sizeof(float), cudaMemcpyDeviceToHost), "next download");
+    // The last step's raw logits and their log-sum-exp after them (gpu::next_top).
+    std::vector<float> raw(size_t(c_.vocab_size) + 1);
+    check(cudaMemcpy(raw.data(), dk->next.get(), raw.size() * sizeof(float), cudaMemcpyDeviceToHost), "next download");
+    const float lse = raw.back();
+    for (size_t i = 0; i + 1 < raw.size(); ++i) dst[i] = raw[i] - lse;
   }
 
   double take_step_device_ms() override {
@@ -354,7 +364,7 @@ class CudaModel final : public GpuBackend {
     fresh->v.reset(bytes);
     fresh->slots = want;
     if (dk) fresh->next = std::move(dk->next);
-    else fresh->next.reset(size_t(c_.vocab_size) * sizeof(float));
+    else fresh->next.reset((size_t(c_.vocab_size) + 1) * sizeof(float));
     check(cudaMemsetAsync(fresh->k.get(), 0, bytes, stream_), "cache init");
     check(cudaMemsetAsync(fresh->v.get(), 0, bytes, stream_), "cache init");
     if (dk && dk->slots > 0) {
@@ -701,10 +711,10 @@ class CudaModel final : public GpuBackend {
   int64_t rope_positions_ = 0;
   DeviceBuffer staging_;
   struct GraphKey {
-    int64_t seqs, rows, n_out, nexts, lsm, splits, chunk, rope;
+    int64_t seqs, rows, n_out, nexts, lsm, splits, chunk, rope, lm_fused, next_parts;
     bool operator<(const GraphKey& o) const {
-      return std::tie(seqs, rows, n_out, nexts, lsm, splits, chunk, rope) <
-             std::tie(o.seqs, o.rows, o.n_out, o.nexts, o.lsm, o.splits, o.chunk, o.rope);
+      return std::tie(seqs, rows, n_out, nexts, lsm, splits, chunk, rope, lm_fused, next_parts) <
+             std::tie(o.seqs, o.rows, o.n_out, o.nexts, o.lsm, o.splits, o.chunk, o.rope, o.lm_fused, o.next_parts);
     }
   };
   static constexpr size_t kMaxGraphs = 256;
@@ -833,6 +843,11 @@ class CudaModel final : public GpuBackend {
   const bool fold_norms_ = env_int("STREAMSINK_NORM_FOLD", 1) != 0 && c_.norm == NormKind::RMSNorm && !c_.norm_bias &&
                            !c_.parallel_residual && c_.activation == Activation::SwiGLU;
   DeviceBuffer ones_;  // hidden x 1.0f, the folded norms' weight
+  // The final norm's weight folded into an untied LM head the same way, so a
+  // decode step of up to 4 rows goes from the last layer to the logits in one
+  // GEMV (STREAMSINK_LM_FOLD=0: not folded).
+  const bool lm_fold_ = env_int("STREAMSINK_LM_FOLD", 1) != 0;
+  bool lm_folded_ = false;
   const DeviceBuffer& norm1_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm1_w; }
   const DeviceBuffer& norm2_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm2_w; }
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
@@ -879,6 +894,14 @@ class CudaModel final : public GpuBackend {
   // STREAMSINK_ATTN_MERGE=n: decode steps with at most n splits merge them in
   // the attention kernel (gpu::finish_split) instead of attn_combine.
   const int attn_merge_max_ = env_int("STREAMSINK_ATTN_MERGE", 4);
+  // STREAMSINK_NEXT_PARTS=n: at most n blocks per sequence take the next token (1: one).
+  const int next_parts_max_ = std::max(1, env_int("STREAMSINK_NEXT_PARTS", 32));
+  // The scalar head_dim-128 decode kernel: STREAMSINK_ATTN_PREFETCH=0 loads
+  // its first batch of cached entries after griddepcontrol.wait instead of
+  // before; STREAMSINK_ATTN_TRIGGER=0 lets its dependent launch only as it
+  // ends instead of from its start.
+  const bool attn_prefetch_ = env_int("STREAMSINK_ATTN_PREFETCH", 1) != 0;
+  const bool attn_trigger_ = env_int("STREAMSINK_ATTN_TRIGGER", 1) != 0;
   // Each turns one feature of the tensor-core attention off (for A/B):
   // STREAMSINK_ATTN_PIPE=0 loads a tile's K and V together after the last
   // one's P V (not K after Q K^T and V after P V, the first tile before the
@@ -905,6 +928,7 @@ class CudaModel final : public GpuBackend {
   DeviceBuffer cq_, ck_, cv_, cs_, cp_, co_;
   // Step workspace.
   DeviceBuffer meta_, x_, h_, h2_, qkv_, attn_, a_, up_, act_, m_, partial_, normed_, logits_, next_;
+  DeviceBuffer next_stats_, next_counters_;  // next_top's per-part statistics and arrivals
   DeviceBuffer attn_counters_;  // (rows, kv_heads) arrivals for the in-kernel split merge
   PinnedBuffer host_meta_, host_logits_, host_next_;  // descriptors up; logits and next tokens down
   const bool step_timing_ = env_int("STREAMSINK_STEP_TIMING", 0) != 0;
@@ -1089,6 +1113,21 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   moved |= normed_.ensure(size_t(n_out * H) * sizeof(T));
   moved |= logits_.ensure(size_t(n_out * V) * sizeof(float));
   moved |= next_.ensure(nd.size() * sizeof(gpu::NextTop));
+  // next_top's blocks per sequence: enough to spread a few rows over the
+  // SMs, or one when a row becomes its log-softmax in place (only the last
+  // block of a sequence knows the log-sum-exp).
+  bool any_inplace = false;
+  for (const gpu::NextDesc& d : nd) any_inplace |= d.inplace != 0;
+  const int next_parts = any_inplace ? 1
+                                     : int(std::clamp<int64_t>(sm_count_ / std::max<int64_t>(1, int64_t(nd.size())), 1,
+                                                               std::min(next_parts_max_, 32)));
+  const int64_t next_slice = (V + next_parts - 1) / next_parts;
+  const int next_threads = int(std::clamp<int64_t>((next_slice / 4 + 31) / 32 * 32, 128, 1024));
+  moved |= next_stats_.ensure(nd.size() * size_t(next_parts) * 3 * sizeof(float));
+  if (next_counters_.ensure(nd.size() * sizeof(int))) {
+    check(cudaMemsetAsync(next_counters_.get(), 0, next_counters_.bytes(), stream_), "counter reset");
+    moved = true;
+  }
   moved |= reserve_rows_gemm(rows, n_out, qkv_dim, attn_dim, up_dim);
   if (moved) drop_graphs();
 
@@ -1118,6 +1157,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // the cache while another row of its session still reads that slot.
   ap.merge = fast_attn && causal_.empty() && rows == int64_t(seqs.size()) &&
              splits <= std::min(attn_merge_max_, gpu::kMergeSplits);
+  ap.prefetch = attn_prefetch_;
+  ap.trigger = attn_trigger_;
   ap.counters = attn_counters_.get<int>();
   ap.out = attn_.get<T>();
   const bool mma_attn = sizeof(T) == 2 && attn_mma_ && (G == 4 || G == 8);
@@ -1128,6 +1169,11 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
 
   // Up to 4 rows with the norms folded: no norm kernels in the layers.
   const bool fused_norm = fold_norms_ && gemv_shape(rows, H) && gemv_shape(rows, I) && gemv_shape(rows, attn_dim);
+
+  // Every row's logits, in row order: the LM head GEMV normalizes x itself.
+  bool in_order = n_out == rows;
+  for (int64_t j = 0; in_order && j < n_out; ++j) in_order = out_rows[size_t(j)] == j;
+  const bool lm_fused = fused_norm && lm_folded_ && in_order;
 
   // Everything from the embedding to the logits, enqueued on stream_ (or
   // captured once into a CUDA graph per step shape and replayed).
@@ -1222,11 +1268,22 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   }
 
   // Final norm and LM head for the rows whose logits are wanted.
-  norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
-  gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
+  if (lm_fused) {
+    gpu::GemvArgs<T> a = gemv_args(lm_head_, x, H, V);
+    a.Y = logits_.get<float>();
+    a.rms_eps = c.norm_eps;
+    launch_gemv<false, true>(rows, a);
+  } else {
+    norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
+    gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
+  }
   // Each sequence's next token, and its distribution kept on the device.
-  gpu::next_top<<<unsigned(nd.size()), 1024, 0, stream_>>>(logits_.get<float>(), V, d_next, next_.get<gpu::NextTop>());
-  check(cudaGetLastError(), "next_top launch");
+  {
+    DependentLaunch dl(dim3(unsigned(next_parts), unsigned(nd.size())), dim3(unsigned(next_threads)), stream_, pdl_);
+    check(cudaLaunchKernelEx(&dl.cfg, gpu::next_top, logits_.get<float>(), V, d_next, next_.get<gpu::NextTop>(),
+                             next_stats_.get<float>(), next_counters_.get<int>()),
+          "next_top launch");
+  }
   if (!lsm.empty()) {  // the other rows whose log-probs the caller takes
     gpu::logsoftmax_rows<<<unsigned(lsm.size()), 1024, 0, stream_>>>(logits_.get<float>(), V, d_lsm);
     check(cudaGetLastError(), "logsoftmax launch");
@@ -1244,7 +1301,8 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
   // Graphs for decode steps only (one token per sequence): their shapes
   // repeat step after step, while prefill chunk sizes vary.
   if (options_.graphs && causal_.empty() && rows == int64_t(seqs.size())) {
-    const GraphKey key{int64_t(seqs.size()), rows, n_out, int64_t(nd.size()), int64_t(lsm.size()), splits, chunk, rope_positions_};
+    const GraphKey key{int64_t(seqs.size()), rows, n_out, int64_t(nd.size()), int64_t(lsm.size()), splits, chunk, rope_positions_,
+                       lm_fused ? 1 : 0, next_parts};
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
       if (graphs_.size() >= kMaxGraphs) drop_graphs();

@@ -77,6 +77,10 @@ struct AttnParams {
   // row and KV head's splits): they merge through distributed shared memory
   // (cluster_merge) instead of partials in global memory and a counter.
   bool cluster;
+  // attn_decode128: with `prefetch` each warp loads its first batch of
+  // cached entries before griddepcontrol.wait (they do not depend on the
+  // qkv GEMV); with `trigger` the dependent kernel may launch from the start.
+  bool prefetch, trigger;
   int* counters;
   void* out;  // (rows, heads, head_dim) in the cache type
 };
@@ -1054,6 +1058,7 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   constexpr int HD = 128, NW = kThreads / 32;
   constexpr bool kRotQ = G <= 2;
   using V4 = typename Vec4<T>::type;
+  if (p.trigger) pdl_trigger();
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
   const RowDesc row = p.rows[r];
   const int n = row.n;
@@ -1076,38 +1081,9 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
   const bool rope = p.rope_cos != nullptr;
 
   // Queries of the group at position n - 1, scaled; qp = the partner lane's
-  // query with the rotation's sign folded in (kRotQ).
+  // query with the rotation's sign folded in (kRotQ). Set after the wait.
   const int q_pos = n - 1;
   float q[G][4], qp[kRotQ ? G : 1][4];
-  // Launched as a programmatic dependent of the qkv GEMV (its QKV rows).
-  pdl_wait();
-  {
-    float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
-    if (rope) {
-      const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + int64_t(q_pos) * 64 + fi);
-      const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + int64_t(q_pos) * 64 + fi);
-      c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
-      sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
-    }
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float4 x = *reinterpret_cast<const float4*>(p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + g) * HD + d0);
-      float xv[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float o = __shfl_xor_sync(0xffffffffu, xv[e], 16);
-        const float y = rope ? (lo ? xv[e] * c[e] - o * sn[e] : xv[e] * c[e] + o * sn[e]) : xv[e];
-        q[g][e] = y * p.scale;
-      }
-      if constexpr (kRotQ) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float o = __shfl_xor_sync(0xffffffffu, q[g][e], 16);
-          qp[g][e] = lo ? o : -o;
-        }
-      }
-    }
-  }
   float m[G], l[G], acc[G][4];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -1240,12 +1216,43 @@ __global__ void __launch_bounds__(kThreads, DecodeOccupancy<T, G, B, MB>::kMinBl
     }
   };
 
-  // Two batches per warp in flight: the next one's loads go out before the
-  // current one is consumed.
   const int stride = NW * B;
   int i0 = begin + warp * B;
+  // The warp's first batch of cached entries is loaded before the wait.
   Batch cur;
-  if (i0 < end) load(i0, cur);
+  if (p.prefetch && i0 < end) load(i0, cur);
+  // Launched as a programmatic dependent of the qkv GEMV (its QKV rows).
+  pdl_wait();
+  {
+    float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
+    if (rope) {
+      const float4 cv = *reinterpret_cast<const float4*>(p.rope_cos + int64_t(q_pos) * 64 + fi);
+      const float4 sv = *reinterpret_cast<const float4*>(p.rope_sin + int64_t(q_pos) * 64 + fi);
+      c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w;
+      sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float4 x = *reinterpret_cast<const float4*>(p.qkv + int64_t(r) * p.qkv_dim + (int64_t(kvh) * G + g) * HD + d0);
+      float xv[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float o = __shfl_xor_sync(0xffffffffu, xv[e], 16);
+        const float y = rope ? (lo ? xv[e] * c[e] - o * sn[e] : xv[e] * c[e] + o * sn[e]) : xv[e];
+        q[g][e] = y * p.scale;
+      }
+      if constexpr (kRotQ) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float o = __shfl_xor_sync(0xffffffffu, q[g][e], 16);
+          qp[g][e] = lo ? o : -o;
+        }
+      }
+    }
+  }
+  if (!p.prefetch && i0 < end) load(i0, cur);
+  // Two batches per warp in flight: the next one's loads go out before the
+  // current one is consumed.
   for (; i0 < end; i0 += stride) {
     Batch nxt;
     if (i0 + stride < end) load(i0 + stride, nxt);
@@ -2103,43 +2110,56 @@ __global__ void causal_scatter(const float* O, int row0, int a, int b, int G, in
   for (int d = threadIdx.x; d < hd; d += blockDim.x) dst[d] = from_f<T>(o[d]);
 }
 
-// Block-wide over a row of logits: its maximum, log-sum-exp and argmax
-// (ties: the lowest id; vocab for a row of NaNs), the same in every thread.
-// One pass keeps a running (max, index, sum of exponentials) per thread; the
-// triples merge associatively across the block (the larger maximum rescales
-// the other's sum). Every read of x is done when it returns. blockDim.x: a
-// multiple of 32, at most 1024.
+// Softmax statistics of some logits: maximum, log-sum-exp and argmax (ties:
+// the lowest id; `none` when every value is NaN). Two merge associatively
+// (the larger maximum rescales the other's sum), so a row is reduced in any
+// grouping: per thread, per warp, per block, per part of a row.
 struct RowStats {
   float max, lse;
   int64_t arg;
 };
-__device__ __forceinline__ RowStats row_stats(const float* x, int64_t vocab) {
-  float m = -INFINITY, sum = 0.f;
-  int64_t arg = vocab;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = x[i];
-    if (v > m) {
-      sum = sum * __expf(m - v) + 1.f;
-      m = v;
-      arg = i;
-    } else {
-      sum += __expf(v - m);
-    }
+__device__ __forceinline__ void merge_stats(float& m, float& sum, int64_t& arg, float m2, float sum2, int64_t arg2) {
+  if (m2 > m || (m2 == m && arg2 < arg)) {
+    sum = sum2 + (m == -INFINITY ? 0.f : sum * __expf(m - m2));
+    m = m2;
+    arg = arg2;
+  } else if (m2 != -INFINITY) {
+    sum += sum2 * __expf(m2 - m);
   }
-  auto merge_lanes = [&]() {
-    for (int o = 16; o > 0; o >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), sum2 = __shfl_xor_sync(0xffffffffu, sum, o);
-      const int64_t arg2 = __shfl_xor_sync(0xffffffffu, arg, o);
-      if (m2 > m || (m2 == m && arg2 < arg)) {
-        sum = sum2 + (m == -INFINITY ? 0.f : sum * __expf(m - m2));
-        m = m2;
-        arg = arg2;
-      } else if (m2 != -INFINITY) {
-        sum += sum2 * __expf(m2 - m);
+}
+__device__ __forceinline__ void merge_warp(float& m, float& sum, int64_t& arg) {
+  for (int o = 16; o > 0; o >>= 1)
+    merge_stats(m, sum, arg, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o),
+                __shfl_xor_sync(0xffffffffu, arg, o));
+}
+
+// Block-wide over x[begin, end): the statistics, the same in every thread,
+// with the raw values also copied to copy[begin, end) when copy is not null.
+// Each thread has four loads in flight at a time. Every read of x is done
+// when it returns. blockDim.x: a multiple of 32, at most 1024.
+__device__ __forceinline__ RowStats block_stats(const float* x, int64_t begin, int64_t end, int64_t none, float* copy) {
+  float m = -INFINITY, sum = 0.f;
+  int64_t arg = none;
+  const int64_t step = blockDim.x;
+  for (int64_t i0 = begin + threadIdx.x; i0 < end; i0 += 4 * step) {
+    float v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = i0 + u * step < end ? x[i0 + u * step] : -INFINITY;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t i = i0 + u * step;
+      if (i >= end) break;
+      if (copy) copy[i] = v[u];
+      if (v[u] > m) {
+        sum = sum * __expf(m - v[u]) + 1.f;
+        m = v[u];
+        arg = i;
+      } else {
+        sum += __expf(v[u] - m);
       }
     }
-  };
-  merge_lanes();
+  }
+  merge_warp(m, sum, arg);
   __shared__ float sm[32], ss[32];
   __shared__ int64_t sa[32];
   __shared__ RowStats out;
@@ -2153,30 +2173,71 @@ __device__ __forceinline__ RowStats row_stats(const float* x, int64_t vocab) {
   if (warp == 0) {
     m = lane < warps ? sm[lane] : -INFINITY;
     sum = lane < warps ? ss[lane] : 0.f;
-    arg = lane < warps ? sa[lane] : vocab;
-    merge_lanes();
+    arg = lane < warps ? sa[lane] : none;
+    merge_warp(m, sum, arg);
     if (lane == 0) out = RowStats{m, m + __logf(sum), arg};
   }
   __syncthreads();
   return out;
 }
 
-// One block per sequence: the log-softmax of its last row of logits (kept
-// at NextDesc::keep, and written over the row with NextDesc::inplace) and
-// its argmax (ties: the lowest id) with that log-probability.
-__global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, const NextDesc* descs, NextTop* top) {
-  const NextDesc d = descs[blockIdx.x];
+// Each sequence's next token from its last row of logits, on `parts` blocks
+// per sequence (blockIdx.x: the part, blockIdx.y: the sequence). Every block
+// takes the statistics of its part of the row and copies the part to
+// NextDesc::keep raw; the last block of a sequence to finish (an arrival
+// counter it resets) merges the parts in order, writes the argmax with its
+// log-probability to `top`, the log-sum-exp after the kept logits
+// (keep[vocab]: the kept distribution is keep[i] - keep[vocab]), and with
+// NextDesc::inplace turns the row into its log-softmax. A programmatic
+// dependent of the LM head.
+__global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, const NextDesc* descs, NextTop* top,
+                                                 float* part_stats, int* counters) {
+  const int part = blockIdx.x, parts = gridDim.x, seq = blockIdx.y;
+  const NextDesc d = descs[seq];
+  pdl_wait();
   float* row = logits + d.out * vocab;
-  const RowStats st = row_stats(row, vocab);
-  // A row of NaNs (a model already broken) still names a token in range.
-  if (threadIdx.x == 0) top[blockIdx.x] = NextTop{int32_t(st.arg < vocab ? st.arg : 0), st.max - st.lse};
-  if (d.keep && d.inplace) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] = row[i] - st.lse;
-  } else if (d.keep) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) d.keep[i] = row[i] - st.lse;
-  } else if (d.inplace) {
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) row[i] -= st.lse;
+  const int64_t begin = vocab * part / parts, end = vocab * (part + 1) / parts;
+  RowStats st = block_stats(row, begin, end, vocab, d.keep);
+  __shared__ bool last;
+  __shared__ float lse;
+  if (parts > 1) {
+    float* mine = part_stats + (int64_t(seq) * parts + part) * 3;
+    if (threadIdx.x == 0) {
+      mine[0] = st.max;
+      mine[1] = st.lse;
+      mine[2] = __int_as_float(int(st.arg));
+      __threadfence();
+      const int arrived = atomicAdd(&counters[seq], 1);
+      last = arrived == parts - 1;
+      if (last) counters[seq] = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (threadIdx.x < 32) {  // parts <= 32: one lane a part, merged in a fixed order
+      const int lane = threadIdx.x;
+      const float* ps = part_stats + int64_t(seq) * parts * 3;
+      float m = -INFINITY, sum = 0.f;
+      int64_t arg = vocab;
+      if (lane < parts) {
+        m = __ldcg(ps + lane * 3);
+        const float l = __ldcg(ps + lane * 3 + 1);
+        sum = m == -INFINITY ? 0.f : __expf(l - m);
+        arg = __float_as_int(__ldcg(ps + lane * 3 + 2));
+      }
+      merge_warp(m, sum, arg);
+      if (lane == 0) st = RowStats{m, m + __logf(sum), arg};
+    }
   }
+  if (threadIdx.x == 0) {
+    // A row of NaNs (a model already broken) still names a token in range.
+    top[seq] = NextTop{int32_t(st.arg < vocab ? st.arg : 0), st.max - st.lse};
+    if (d.keep) d.keep[vocab] = st.lse;
+    lse = st.lse;
+  }
+  __syncthreads();
+  if (d.inplace)
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) row[i] -= lse;
 }
 
 // In place, one block per listed row of the step's logits: its log-softmax
@@ -2184,7 +2245,7 @@ __global__ void __launch_bounds__(1024) next_top(float* logits, int64_t vocab, c
 // takes that one).
 __global__ void __launch_bounds__(1024) logsoftmax_rows(float* logits, int64_t vocab, const int64_t* rows) {
   float* x = logits + rows[blockIdx.x] * vocab;
-  const float lse = row_stats(x, vocab).lse;
+  const float lse = block_stats(x, 0, vocab, vocab, nullptr).lse;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) x[i] -= lse;
 }
 
