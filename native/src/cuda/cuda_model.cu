@@ -892,14 +892,16 @@ class CudaModel final : public GpuBackend {
   // STREAMSINK_ATTN_WIDE=n: 3 blocks per SM from n unsplit blocks per SM on.
   const int mma_wide_per_sm_ = env_int("STREAMSINK_ATTN_WIDE", 8);
   // STREAMSINK_ATTN_MERGE=n: decode steps with at most n splits merge them in
-  // the attention kernel (gpu::finish_split) instead of attn_combine.
-  const int attn_merge_max_ = env_int("STREAMSINK_ATTN_MERGE", 4);
+  // the attention kernel (gpu::finish_split) instead of attn_combine. With
+  // no combine the o_proj GEMV is the attention's programmatic dependent and
+  // streams its weights while the attention runs (ATTN_TRIGGER).
+  const int attn_merge_max_ = env_int("STREAMSINK_ATTN_MERGE", 16);
   // STREAMSINK_NEXT_PARTS=n: at most n blocks per sequence take the next token (1: one).
   const int next_parts_max_ = std::max(1, env_int("STREAMSINK_NEXT_PARTS", 32));
-  // The scalar head_dim-128 decode kernel: STREAMSINK_ATTN_PREFETCH=0 loads
+  // STREAMSINK_ATTN_PREFETCH=0: the scalar head_dim-128 decode kernel loads
   // its first batch of cached entries after griddepcontrol.wait instead of
-  // before; STREAMSINK_ATTN_TRIGGER=0 lets its dependent launch only as it
-  // ends instead of from its start.
+  // before. STREAMSINK_ATTN_TRIGGER=0: the decode attention kernels let
+  // their dependent launch only as they end instead of from their start.
   const bool attn_prefetch_ = env_int("STREAMSINK_ATTN_PREFETCH", 1) != 0;
   const bool attn_trigger_ = env_int("STREAMSINK_ATTN_TRIGGER", 1) != 0;
   // Each turns one feature of the tensor-core attention off (for A/B):

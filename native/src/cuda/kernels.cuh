@@ -79,7 +79,8 @@ struct AttnParams {
   bool cluster;
   // attn_decode128: with `prefetch` each warp loads its first batch of
   // cached entries before griddepcontrol.wait (they do not depend on the
-  // qkv GEMV); with `trigger` the dependent kernel may launch from the start.
+  // qkv GEMV). With `trigger` (both decode kernels) the dependent kernel may
+  // launch from the start.
   bool prefetch, trigger;
   int* counters;
   void* out;  // (rows, heads, head_dim) in the cache type
@@ -1745,6 +1746,7 @@ __global__ void __launch_bounds__(kThreads, MB) attn_decode128_mma(AttnParams p)
   static_assert(G == 4 || G == 8, "attn_decode128_mma: 4 or 8 query heads per KV head");
   using M = MmaType<T>;
   constexpr int HD = 128, NW = kThreads / 32, TILE = 16;
+  if (p.trigger) pdl_trigger();
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z;
   const RowDesc row = p.rows[r];
   const int n = row.n;
