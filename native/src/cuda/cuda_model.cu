@@ -228,7 +228,7 @@ class CudaModel final : public GpuBackend {
       lm_folded_ = fold_norms_ && lm_fold_;
       lm_head_ = to_device_t(lm_folded_ ? folded(m.lm_head(), m.final_norm_weight()) : m.lm_head(), V * H);
     }
-    final_w_ = to_device_f(lm_folded_ ? std::vector<float>(size_t(H), 1.0f) : m.final_norm_weight());
+    final_w_ = to_device_f(m.final_norm_weight());
     final_b_ = to_device_f(m.final_norm_bias());
     alibi_ = to_device_f(m.alibi());
     check(cudaStreamSynchronize(stream_), "weight upload");
@@ -850,6 +850,7 @@ class CudaModel final : public GpuBackend {
   bool lm_folded_ = false;
   const DeviceBuffer& norm1_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm1_w; }
   const DeviceBuffer& norm2_w(const GpuLayer& g) const { return fold_norms_ ? ones_ : g.norm2_w; }
+  const DeviceBuffer& final_norm_w() const { return lm_folded_ ? ones_ : final_w_; }
   const bool pdl_ = env_int("STREAMSINK_PDL", 1) != 0;
   const bool pdl_small_ = env_int("STREAMSINK_PDL_SMALL", 1) != 0;  // 0: norms etc. launched plainly
   const bool pdl_late_ = env_int("STREAMSINK_PDL_LATE", 1) != 0;    // 0: they trigger at their start
@@ -1276,7 +1277,7 @@ void CudaModel<T>::forward(std::vector<ForwardSequence>& seqs) {
     a.rms_eps = c.norm_eps;
     launch_gemv<false, true>(rows, a);
   } else {
-    norm(x, d_out, n_out, final_w_, final_b_, normed_.get<T>());
+    norm(x, d_out, n_out, final_norm_w(), final_b_, normed_.get<T>());
     gemm(lm_head_.bytes() ? lm_head_ : embed_, normed_.get<T>(), n_out, H, V, logits_.get<float>());
   }
   // Each sequence's next token, and its distribution kept on the device.

@@ -34,12 +34,12 @@ struct SeqDesc {
 };
 
 // Per sequence with tokens in a step: where its last row's logits are, and
-// where the log-softmax of that row is kept (the session's next-token
-// distribution, on the device; null for a throwaway cache).
+// where that row is kept (the session's next-token distribution, on the
+// device; null for a throwaway cache).
 struct NextDesc {
   int64_t out;      // row of the step's logits
-  float* keep;      // vocab floats, or null
-  int32_t inplace;  // the row itself becomes its log-softmax too
+  float* keep;      // vocab + 1 floats: the raw row, then its log-sum-exp; or null
+  int32_t inplace;  // the row itself becomes its log-softmax
 };
 
 // The most likely next token and its log-probability.
